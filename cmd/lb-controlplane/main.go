@@ -1,0 +1,45 @@
+// Command lb-controlplane stores backend pools and pushes every change to the
+// connected data planes. See the README for the full reference.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/lb-project/lb/controlplane"
+	"github.com/lb-project/lb/internal/logging"
+)
+
+func main() {
+	fs := flag.NewFlagSet("lb-controlplane", flag.ContinueOnError)
+	listen := fs.String("listen", "127.0.0.1:7400", "gRPC `address` for the admin and discovery APIs")
+	dataDir := fs.String("data-dir", "./data/controlplane", "`directory` of the embedded bbolt store")
+	logLevel := fs.String("log-level", "info", "log `level`: "+logging.Levels)
+	logFormat := fs.String("log-format", "text", "log `format`: "+logging.Formats)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: lb-controlplane [flags]\n\nStores backend pools and pushes every committed change to the connected data planes.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		if err == flag.ErrHelp {
+			os.Exit(0)
+		}
+		os.Exit(2)
+	}
+	log, err := logging.New("lb-controlplane", *logLevel, *logFormat, os.Stderr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "lb-controlplane:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err = controlplane.Run(ctx, controlplane.Config{Listen: *listen, DataDir: *dataDir, Logger: log})
+	if err != nil {
+		log.Error("exiting", "error", err)
+		os.Exit(1)
+	}
+}

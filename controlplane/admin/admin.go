@@ -1,0 +1,382 @@
+// Package admin implements lb.v1.AdminService: the validated, durable API
+// through which operators and automation change pools and backends.
+//
+// Every request is validated (internal/poolspec) before the store is touched,
+// so a refused call changes nothing. Mutations run as one store transaction
+// each and return only after it committed, with its configuration version.
+// Errors carry canonical gRPC codes with google.rpc details: BadRequest for
+// invalid fields, ResourceInfo for missing or existing pools and backends.
+package admin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	lbv1 "github.com/lb-project/lb/api/lb/v1"
+	"github.com/lb-project/lb/controlplane/apiconv"
+	"github.com/lb-project/lb/controlplane/store"
+	"github.com/lb-project/lb/internal/poolspec"
+)
+
+// Server implements lbv1.AdminServiceServer over a store.
+type Server struct {
+	lbv1.UnimplementedAdminServiceServer
+
+	store store.Store
+	log   hclog.Logger
+}
+
+// New returns an admin server over st, logging to log.
+func New(st store.Store, log hclog.Logger) *Server {
+	return &Server{store: st, log: log}
+}
+
+// CreatePool implements lbv1.AdminServiceServer.
+func (s *Server) CreatePool(ctx context.Context, req *lbv1.CreatePoolRequest) (*lbv1.CreatePoolResponse, error) {
+	if req.GetPool() == nil {
+		return nil, invalid(&poolspec.FieldError{Field: "pool", Value: "", Reason: "is required"})
+	}
+	p, err := poolspec.Normalize("pool", withDefaultWeights(apiconv.PoolFromProto(req.GetPool())))
+	if err != nil {
+		return nil, invalid(err)
+	}
+	var stored poolspec.Pool
+	v, err := s.store.Update(ctx, func(tx store.Tx) error {
+		if _, ok := tx.Pool(p.Name); ok {
+			return alreadyExists("pool", p.Name, fmt.Sprintf("pool %q already exists", p.Name))
+		}
+		if err := checkRoutes(p, tx.Pools()); err != nil {
+			return err
+		}
+		tx.Put(p)
+		stored = p
+		return nil
+	})
+	if err != nil {
+		return nil, s.fail(ctx, "CreatePool", p.Name, err)
+	}
+	stored.Version = v
+	s.logChange(ctx, "pool created", p.Name, v)
+	return &lbv1.CreatePoolResponse{Pool: apiconv.PoolToProto(stored), Version: v}, nil
+}
+
+// GetPool implements lbv1.AdminServiceServer.
+func (s *Server) GetPool(ctx context.Context, req *lbv1.GetPoolRequest) (*lbv1.GetPoolResponse, error) {
+	if err := poolspec.ValidateName("name", req.GetName()); err != nil {
+		return nil, invalid(err)
+	}
+	st, err := s.store.Read(ctx)
+	if err != nil {
+		return nil, s.fail(ctx, "GetPool", req.GetName(), err)
+	}
+	p, ok := st.Pool(req.GetName())
+	if !ok {
+		return nil, poolNotFound(req.GetName())
+	}
+	return &lbv1.GetPoolResponse{Pool: apiconv.PoolToProto(p), Version: st.Version}, nil
+}
+
+// ListPools implements lbv1.AdminServiceServer.
+func (s *Server) ListPools(ctx context.Context, _ *lbv1.ListPoolsRequest) (*lbv1.ListPoolsResponse, error) {
+	st, err := s.store.Read(ctx)
+	if err != nil {
+		return nil, s.fail(ctx, "ListPools", "", err)
+	}
+	resp := &lbv1.ListPoolsResponse{Version: st.Version, Pools: make([]*lbv1.Pool, len(st.Pools))}
+	for i, p := range st.Pools {
+		resp.Pools[i] = apiconv.PoolToProto(p)
+	}
+	return resp, nil
+}
+
+// updatableFields are the update_mask paths UpdatePool accepts.
+var updatableFields = []string{"hosts", "path_prefix", "backends"}
+
+// UpdatePool implements lbv1.AdminServiceServer.
+func (s *Server) UpdatePool(ctx context.Context, req *lbv1.UpdatePoolRequest) (*lbv1.UpdatePoolResponse, error) {
+	if req.GetPool() == nil {
+		return nil, invalid(&poolspec.FieldError{Field: "pool", Value: "", Reason: "is required"})
+	}
+	paths := req.GetUpdateMask().GetPaths()
+	if len(paths) == 0 {
+		paths = updatableFields
+	}
+	for i, path := range paths {
+		if !slices.Contains(updatableFields, path) {
+			return nil, invalid(&poolspec.FieldError{
+				Field: fmt.Sprintf("update_mask.paths[%d]", i), Value: path,
+				Reason: "is not an updatable field; use hosts, path_prefix or backends",
+			})
+		}
+	}
+	in := withDefaultWeights(apiconv.PoolFromProto(req.GetPool()))
+	// Validate the request on its own first, so errors name the request's fields.
+	if _, err := poolspec.Normalize("pool", in); err != nil {
+		return nil, invalid(err)
+	}
+	var stored poolspec.Pool
+	v, err := s.store.Update(ctx, func(tx store.Tx) error {
+		cur, ok := tx.Pool(in.Name)
+		if !ok {
+			return poolNotFound(in.Name)
+		}
+		next := cur.Clone()
+		for _, path := range paths {
+			switch path {
+			case "hosts":
+				next.Hosts = in.Hosts
+			case "path_prefix":
+				next.PathPrefix = in.PathPrefix
+			case "backends":
+				next.Backends = in.Backends
+			}
+		}
+		next, err := poolspec.Normalize("pool", next)
+		if err != nil {
+			return invalid(err)
+		}
+		if err := checkRoutes(next, tx.Pools()); err != nil {
+			return err
+		}
+		tx.Put(next)
+		stored = next
+		return nil
+	})
+	if err != nil {
+		return nil, s.fail(ctx, "UpdatePool", in.Name, err)
+	}
+	stored.Version = v
+	s.logChange(ctx, "pool updated", in.Name, v, "fields", paths)
+	return &lbv1.UpdatePoolResponse{Pool: apiconv.PoolToProto(stored), Version: v}, nil
+}
+
+// DeletePool implements lbv1.AdminServiceServer.
+func (s *Server) DeletePool(ctx context.Context, req *lbv1.DeletePoolRequest) (*lbv1.DeletePoolResponse, error) {
+	if err := poolspec.ValidateName("name", req.GetName()); err != nil {
+		return nil, invalid(err)
+	}
+	v, err := s.store.Update(ctx, func(tx store.Tx) error {
+		if _, ok := tx.Pool(req.GetName()); !ok {
+			return poolNotFound(req.GetName())
+		}
+		tx.Delete(req.GetName())
+		return nil
+	})
+	if err != nil {
+		return nil, s.fail(ctx, "DeletePool", req.GetName(), err)
+	}
+	s.logChange(ctx, "pool deleted", req.GetName(), v)
+	return &lbv1.DeletePoolResponse{Version: v}, nil
+}
+
+// AddBackend implements lbv1.AdminServiceServer.
+func (s *Server) AddBackend(ctx context.Context, req *lbv1.AddBackendRequest) (*lbv1.AddBackendResponse, error) {
+	weight := int64(poolspec.DefaultWeight)
+	if req.Weight != nil {
+		weight = int64(req.GetWeight())
+	}
+	addr, err := s.validateBackendRef(req.GetPool(), req.GetAddress())
+	if err == nil {
+		err = poolspec.ValidateWeight("weight", weight)
+	}
+	if err != nil {
+		return nil, invalid(err)
+	}
+	p, v, err := s.mutatePool(ctx, req.GetPool(), func(p *poolspec.Pool) error {
+		if indexOf(*p, addr) >= 0 {
+			return alreadyExists("backend", addr, fmt.Sprintf("backend %s is already in pool %q", addr, p.Name))
+		}
+		if len(p.Backends) >= poolspec.MaxBackends {
+			return status.Errorf(codes.ResourceExhausted, "pool %q already holds %d backends, the most a pool may hold", p.Name, poolspec.MaxBackends)
+		}
+		p.Backends = append(p.Backends, poolspec.Backend{Address: addr, Weight: uint32(weight)})
+		return nil
+	})
+	if err != nil {
+		return nil, s.fail(ctx, "AddBackend", req.GetPool(), err)
+	}
+	s.logChange(ctx, "backend added", p.Name, v, "backend", addr, "weight", weight)
+	return &lbv1.AddBackendResponse{Pool: apiconv.PoolToProto(p), Version: v}, nil
+}
+
+// RemoveBackend implements lbv1.AdminServiceServer.
+func (s *Server) RemoveBackend(ctx context.Context, req *lbv1.RemoveBackendRequest) (*lbv1.RemoveBackendResponse, error) {
+	addr, err := s.validateBackendRef(req.GetPool(), req.GetAddress())
+	if err != nil {
+		return nil, invalid(err)
+	}
+	p, v, err := s.mutatePool(ctx, req.GetPool(), func(p *poolspec.Pool) error {
+		i := indexOf(*p, addr)
+		if i < 0 {
+			return backendNotFound(p.Name, addr)
+		}
+		p.Backends = slices.Delete(p.Backends, i, i+1)
+		return nil
+	})
+	if err != nil {
+		return nil, s.fail(ctx, "RemoveBackend", req.GetPool(), err)
+	}
+	s.logChange(ctx, "backend removed", p.Name, v, "backend", addr)
+	return &lbv1.RemoveBackendResponse{Pool: apiconv.PoolToProto(p), Version: v}, nil
+}
+
+// UpdateBackend implements lbv1.AdminServiceServer.
+func (s *Server) UpdateBackend(ctx context.Context, req *lbv1.UpdateBackendRequest) (*lbv1.UpdateBackendResponse, error) {
+	addr, err := s.validateBackendRef(req.GetPool(), req.GetAddress())
+	if err == nil {
+		err = poolspec.ValidateWeight("weight", int64(req.GetWeight()))
+	}
+	if err != nil {
+		return nil, invalid(err)
+	}
+	p, v, err := s.mutatePool(ctx, req.GetPool(), func(p *poolspec.Pool) error {
+		i := indexOf(*p, addr)
+		if i < 0 {
+			return backendNotFound(p.Name, addr)
+		}
+		p.Backends[i].Weight = req.GetWeight()
+		return nil
+	})
+	if err != nil {
+		return nil, s.fail(ctx, "UpdateBackend", req.GetPool(), err)
+	}
+	s.logChange(ctx, "backend weight set", p.Name, v, "backend", addr, "weight", req.GetWeight())
+	return &lbv1.UpdateBackendResponse{Pool: apiconv.PoolToProto(p), Version: v}, nil
+}
+
+// validateBackendRef checks a (pool, address) pair and returns the canonical address.
+func (s *Server) validateBackendRef(pool, address string) (string, error) {
+	var errs poolspec.Errors
+	if err := poolspec.ValidateName("pool", pool); err != nil {
+		errs = append(errs, poolspec.AsFieldErrors(err)...)
+	}
+	addr, err := poolspec.NormalizeAddress("address", address)
+	if err != nil {
+		errs = append(errs, poolspec.AsFieldErrors(err)...)
+	}
+	if len(errs) > 0 {
+		return "", errs
+	}
+	return addr, nil
+}
+
+// mutatePool applies change to the named pool in one transaction and returns
+// the pool as stored and the new version.
+func (s *Server) mutatePool(ctx context.Context, name string, change func(p *poolspec.Pool) error) (poolspec.Pool, uint64, error) {
+	var stored poolspec.Pool
+	v, err := s.store.Update(ctx, func(tx store.Tx) error {
+		p, ok := tx.Pool(name)
+		if !ok {
+			return poolNotFound(name)
+		}
+		p = p.Clone()
+		if err := change(&p); err != nil {
+			return err
+		}
+		tx.Put(p)
+		stored = p
+		return nil
+	})
+	stored.Version = v
+	return stored, v, err
+}
+
+func indexOf(p poolspec.Pool, addr string) int {
+	return slices.IndexFunc(p.Backends, func(b poolspec.Backend) bool { return b.Address == addr })
+}
+
+// withDefaultWeights gives backends that came without a weight the default.
+// Weight 0 cannot be told apart from "unset" inside a Pool message, and the
+// Backend message documents 1 as the least weight, so 0 means "default" here.
+func withDefaultWeights(p poolspec.Pool) poolspec.Pool {
+	for i := range p.Backends {
+		if p.Backends[i].Weight == 0 {
+			p.Backends[i].Weight = poolspec.DefaultWeight
+		}
+	}
+	return p
+}
+
+// checkRoutes refuses a pool that claims a route another pool already has.
+func checkRoutes(p poolspec.Pool, all []poolspec.Pool) error {
+	r, owner, ok := poolspec.RouteConflict(p, all)
+	if !ok {
+		return nil
+	}
+	st, _ := status.New(codes.AlreadyExists,
+		fmt.Sprintf("route %s is already served by pool %q; give pool %q other hosts or another path prefix", r, owner, p.Name)).
+		WithDetails(&errdetails.ResourceInfo{ResourceType: "route", ResourceName: r.String(), Owner: "pool/" + owner})
+	return st.Err()
+}
+
+// invalid converts validation errors to InvalidArgument with a BadRequest detail.
+func invalid(err error) error {
+	br := &errdetails.BadRequest{}
+	for _, fe := range poolspec.AsFieldErrors(err) {
+		br.FieldViolations = append(br.FieldViolations, &errdetails.BadRequest_FieldViolation{
+			Field: fe.Field, Description: fe.Error(),
+		})
+	}
+	st, dErr := status.New(codes.InvalidArgument, err.Error()).WithDetails(br)
+	if dErr != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	return st.Err()
+}
+
+func poolNotFound(name string) error {
+	st, _ := status.New(codes.NotFound, fmt.Sprintf("pool %q does not exist", name)).
+		WithDetails(&errdetails.ResourceInfo{ResourceType: "pool", ResourceName: name, Description: "create it with CreatePool"})
+	return st.Err()
+}
+
+func backendNotFound(pool, addr string) error {
+	st, _ := status.New(codes.NotFound, fmt.Sprintf("backend %s is not in pool %q", addr, pool)).
+		WithDetails(&errdetails.ResourceInfo{ResourceType: "backend", ResourceName: addr, Owner: "pool/" + pool})
+	return st.Err()
+}
+
+func alreadyExists(kind, name, msg string) error {
+	st, _ := status.New(codes.AlreadyExists, msg).
+		WithDetails(&errdetails.ResourceInfo{ResourceType: kind, ResourceName: name})
+	return st.Err()
+}
+
+// fail logs a refused or failed call and turns non-status errors into gRPC
+// statuses: context errors keep their meaning, anything else is Internal.
+func (s *Server) fail(ctx context.Context, method, pool string, err error) error {
+	if st, ok := status.FromError(err); ok {
+		s.log.Debug("request refused", "method", method, "pool", pool, "peer", peerAddr(ctx), "code", st.Code(), "error", st.Message())
+		return err
+	}
+	switch {
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, err.Error())
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, err.Error())
+	case errors.Is(err, store.ErrClosed):
+		return status.Error(codes.Unavailable, "control plane is shutting down")
+	}
+	s.log.Error("store failure", "method", method, "pool", pool, "error", err)
+	return status.Errorf(codes.Internal, "%s: store failure: %v", method, err)
+}
+
+func (s *Server) logChange(ctx context.Context, msg, pool string, version uint64, kv ...any) {
+	args := append([]any{"pool", pool, "version", version, "peer", peerAddr(ctx)}, kv...)
+	s.log.Info(msg, args...)
+}
+
+func peerAddr(ctx context.Context) string {
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		return p.Addr.String()
+	}
+	return ""
+}

@@ -1,0 +1,138 @@
+// Package controlplane assembles lb-controlplane: the durable pool store, the
+// admin API (lb.v1.AdminService), the discovery API that pushes configuration
+// to data planes (lb.v1.DiscoveryService), gRPC health checking and server
+// reflection, all on one gRPC listener.
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+
+	lbv1 "github.com/lb-project/lb/api/lb/v1"
+	"github.com/lb-project/lb/controlplane/admin"
+	"github.com/lb-project/lb/controlplane/discovery"
+	"github.com/lb-project/lb/controlplane/store/boltstore"
+)
+
+// Config configures a control plane. The zero value of each field means its
+// documented default.
+type Config struct {
+	// Listen is the gRPC listen address. Default "127.0.0.1:7400".
+	Listen string
+	// DataDir holds the embedded store. Default "./data/controlplane".
+	DataDir string
+	// ShutdownTimeout bounds the graceful stop of open streams and calls
+	// before they are cut. Default 5s.
+	ShutdownTimeout time.Duration
+	// Logger receives every log line. Default: hclog's default logger.
+	Logger hclog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:7400"
+	}
+	if c.DataDir == "" {
+		c.DataDir = "./data/controlplane"
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = 5 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = hclog.Default()
+	}
+	return c
+}
+
+// Run serves the control plane until ctx is done, then stops gracefully.
+// It returns an error if the store cannot be opened, the address cannot be
+// bound, or serving fails.
+func Run(ctx context.Context, cfg Config) error {
+	cfg = cfg.withDefaults()
+	log := cfg.Logger
+
+	st, err := boltstore.Open(cfg.DataDir)
+	if err != nil {
+		return fmt.Errorf("controlplane: %w", err)
+	}
+	defer func() {
+		if err := st.Close(); err != nil {
+			log.Error("closing store", "error", err)
+		}
+	}()
+
+	lis, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("controlplane: listen on %s: %w", cfg.Listen, err)
+	}
+
+	srv := grpc.NewServer(
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	)
+	disc := discovery.New(log.Named("discovery"))
+	lbv1.RegisterAdminServiceServer(srv, admin.New(st, log.Named("admin")))
+	lbv1.RegisterDiscoveryServiceServer(srv, disc)
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(srv, hs)
+	reflection.Register(srv)
+
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 2)
+	go func() { errc <- disc.Run(runCtx, st) }()
+	go func() { errc <- srv.Serve(lis) }()
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus(lbv1.AdminService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus(lbv1.DiscoveryService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	log.Info("control plane serving", "listen", lis.Addr().String(), "data_dir", cfg.DataDir, "store", "bbolt")
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+		if runErr != nil {
+			runErr = fmt.Errorf("controlplane: %w", runErr)
+		}
+	}
+	log.Info("control plane stopping")
+	hs.Shutdown()
+	disc.Shutdown()
+	cancel()
+	stopGracefully(srv, cfg.ShutdownTimeout, log)
+	// Collect the goroutine that did not report yet (Serve or Run).
+	if err := <-errc; err != nil && runErr == nil && !errors.Is(err, grpc.ErrServerStopped) {
+		runErr = fmt.Errorf("controlplane: %w", err)
+	}
+	return runErr
+}
+
+// stopGracefully lets running calls finish for up to timeout, then cuts them.
+// Discovery streams never end by themselves, so they are cut at the deadline
+// unless the clients leave first.
+func stopGracefully(srv *grpc.Server, timeout time.Duration, log hclog.Logger) {
+	done := make(chan struct{})
+	go func() {
+		srv.GracefulStop()
+		close(done)
+	}()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		log.Warn("graceful stop timed out; closing remaining streams", "timeout", timeout)
+		srv.Stop()
+		<-done
+	}
+}

@@ -1,0 +1,282 @@
+// Package discovery implements lb.v1.DiscoveryService: it pushes every
+// committed configuration version to every connected data plane and records
+// which version each has acknowledged.
+//
+// Data flow:
+//
+//	store commit ──Watch──▶ Run loop ──Publish──▶ latest (atomic pointer)
+//	                                       │ wake (1-buffered chan per stream)
+//	                                       ▼
+//	                         StreamConfig loop ──Send──▶ data plane
+//	                                       ▲
+//	               recv goroutine ◀──Ack/Nack── data plane
+//
+// A slow data plane never holds anyone up: a stream is only woken, and sends
+// the latest version when it gets to it, so bursts of changes coalesce.
+package discovery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	lbv1 "github.com/lb-project/lb/api/lb/v1"
+	"github.com/lb-project/lb/controlplane/apiconv"
+	"github.com/lb-project/lb/controlplane/store"
+)
+
+// Source is what the discovery server needs of the store.
+type Source interface {
+	Read(ctx context.Context) (store.State, error)
+	Watch(ctx context.Context) <-chan struct{}
+}
+
+// Server implements lbv1.DiscoveryServiceServer.
+type Server struct {
+	lbv1.UnimplementedDiscoveryServiceServer
+
+	log hclog.Logger
+
+	// latest is the newest full configuration, shared read-only by all streams.
+	latest atomic.Pointer[lbv1.StreamConfigResponse]
+
+	// shutdown is closed by Shutdown; every stream ends when it is.
+	shutdown     chan struct{}
+	shutdownOnce sync.Once
+
+	// mu guards streams.
+	mu      sync.Mutex
+	streams map[*stream]struct{}
+}
+
+// New returns a discovery server with no configuration yet; Run feeds it.
+func New(log hclog.Logger) *Server {
+	return &Server{log: log, streams: make(map[*stream]struct{}), shutdown: make(chan struct{})}
+}
+
+// Shutdown ends every open stream with UNAVAILABLE, so data planes reconnect
+// (to another control plane, if they know one) at once, and refuses new ones.
+// It is idempotent.
+func (s *Server) Shutdown() {
+	s.shutdownOnce.Do(func() { close(s.shutdown) })
+}
+
+// Run publishes the store's configuration now and after every commit, until
+// ctx is done. It returns the error that stopped it, or nil on ctx done.
+func (s *Server) Run(ctx context.Context, src Source) error {
+	changes := src.Watch(ctx)
+	for {
+		st, err := src.Read(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("discovery: read configuration: %w", err)
+		}
+		s.Publish(st)
+		select {
+		case <-ctx.Done():
+			return nil
+		case _, ok := <-changes:
+			if !ok {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return errors.New("discovery: store watch closed")
+			}
+		}
+	}
+}
+
+// Publish makes st the configuration every stream converges to. A state not
+// newer than the one already published is ignored.
+func (s *Server) Publish(st store.State) {
+	if cur := s.latest.Load(); cur != nil && cur.GetVersion() >= st.Version {
+		return
+	}
+	resp := &lbv1.StreamConfigResponse{Version: st.Version, Full: true, Pools: make([]*lbv1.Pool, len(st.Pools))}
+	for i, p := range st.Pools {
+		resp.Pools[i] = apiconv.PoolToProto(p)
+	}
+	s.latest.Store(resp)
+	s.mu.Lock()
+	for st := range s.streams {
+		st.wake()
+	}
+	n := len(s.streams)
+	s.mu.Unlock()
+	s.log.Debug("configuration published", "version", resp.GetVersion(), "pools", len(resp.GetPools()), "streams", n)
+}
+
+// NodeStatus is what the control plane knows of one connected data plane.
+type NodeStatus struct {
+	// NodeID is the id the data plane gave in its hello.
+	NodeID string
+	// Peer is the data plane's network address.
+	Peer string
+	// ConnectedAt is when its stream opened.
+	ConnectedAt time.Time
+	// SentVersion is the newest version sent to it.
+	SentVersion uint64
+	// AckedVersion is the newest version it acknowledged.
+	AckedVersion uint64
+	// NackedVersion and NackReason describe its last refusal, if any.
+	NackedVersion uint64
+	NackReason    string
+}
+
+// Nodes returns the status of every connected data plane, ordered by node id.
+func (s *Server) Nodes() []NodeStatus {
+	s.mu.Lock()
+	out := make([]NodeStatus, 0, len(s.streams))
+	for st := range s.streams {
+		out = append(out, st.snapshot())
+	}
+	s.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].NodeID != out[j].NodeID {
+			return out[i].NodeID < out[j].NodeID
+		}
+		return out[i].ConnectedAt.Before(out[j].ConnectedAt)
+	})
+	return out
+}
+
+// stream is the state of one open StreamConfig call.
+type stream struct {
+	// wakeCh holds at most one pending "there is something newer" signal.
+	wakeCh chan struct{}
+
+	// mu guards status.
+	mu     sync.Mutex
+	status NodeStatus
+}
+
+func (st *stream) wake() {
+	select {
+	case st.wakeCh <- struct{}{}:
+	default:
+	}
+}
+
+func (st *stream) snapshot() NodeStatus {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.status
+}
+
+func (st *stream) update(fn func(*NodeStatus)) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	fn(&st.status)
+}
+
+// StreamConfig implements lbv1.DiscoveryServiceServer.
+func (s *Server) StreamConfig(srv lbv1.DiscoveryService_StreamConfigServer) error {
+	ctx := srv.Context()
+	first, err := srv.Recv()
+	if err != nil {
+		return err
+	}
+	hello := first.GetHello()
+	if hello == nil {
+		return status.Error(codes.InvalidArgument, "first message on a StreamConfig stream must be a hello")
+	}
+	if hello.GetNodeId() == "" {
+		return status.Error(codes.InvalidArgument, "hello.node_id: must not be empty")
+	}
+	select {
+	case <-s.shutdown:
+		return status.Error(codes.Unavailable, "control plane is shutting down")
+	default:
+	}
+	st := &stream{wakeCh: make(chan struct{}, 1)}
+	st.status = NodeStatus{NodeID: hello.GetNodeId(), ConnectedAt: time.Now()}
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		st.status.Peer = p.Addr.String()
+	}
+	log := s.log.With("node", hello.GetNodeId(), "peer", st.status.Peer)
+
+	s.mu.Lock()
+	s.streams[st] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.streams, st)
+		s.mu.Unlock()
+		log.Info("data plane disconnected")
+	}()
+	log.Info("data plane connected", "held_version", hello.GetVersion())
+
+	// The receive goroutine is owned by this call: it ends when the stream
+	// does, which happens as soon as this function returns.
+	recvErr := make(chan error, 1)
+	go func() {
+		recvErr <- s.receive(srv, st, log)
+	}()
+
+	st.wake() // send whatever is published now
+	sent := false // nothing sent yet: the first version goes out even if it is 0
+	for {
+		select {
+		case <-ctx.Done():
+			return status.FromContextError(ctx.Err()).Err()
+		case <-s.shutdown:
+			return status.Error(codes.Unavailable, "control plane is shutting down")
+		case err := <-recvErr:
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		case <-st.wakeCh:
+			resp := s.latest.Load()
+			if resp == nil || sent && resp.GetVersion() <= st.snapshot().SentVersion {
+				continue
+			}
+			if err := srv.Send(resp); err != nil {
+				return err
+			}
+			sent = true
+			st.update(func(n *NodeStatus) { n.SentVersion = resp.GetVersion() })
+			log.Debug("configuration sent", "version", resp.GetVersion())
+		}
+	}
+}
+
+// receive reads acknowledgements until the stream ends.
+func (s *Server) receive(srv lbv1.DiscoveryService_StreamConfigServer, st *stream, log hclog.Logger) error {
+	for {
+		msg, err := srv.Recv()
+		if err != nil {
+			return err
+		}
+		switch k := msg.GetKind().(type) {
+		case *lbv1.StreamConfigRequest_Ack:
+			v := k.Ack.GetVersion()
+			st.update(func(n *NodeStatus) {
+				if v > n.AckedVersion {
+					n.AckedVersion = v
+				}
+			})
+			log.Debug("configuration acknowledged", "version", v)
+		case *lbv1.StreamConfigRequest_Nack:
+			st.update(func(n *NodeStatus) {
+				n.NackedVersion = k.Nack.GetVersion()
+				n.NackReason = k.Nack.GetReason()
+			})
+			log.Warn("configuration refused by data plane", "version", k.Nack.GetVersion(), "reason", k.Nack.GetReason())
+		default:
+			return status.Error(codes.InvalidArgument, "after the hello, a data plane may only send ack or nack")
+		}
+	}
+}

@@ -1,0 +1,77 @@
+// Package admin serves the data plane's admin HTTP endpoints:
+//
+//	/healthz  200 while the process is up
+//	/readyz   200 once a configuration is applied, 503 before
+//	/config   the applied configuration and its version, as JSON
+package admin
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/lb-project/lb/dataplane/configclient"
+	"github.com/lb-project/lb/dataplane/routing"
+)
+
+// StatusSource reports what the data plane has applied.
+type StatusSource interface {
+	Status() configclient.Status
+}
+
+// ConfigView is the JSON document served at /config.
+type ConfigView struct {
+	// NodeID of this data plane.
+	NodeID string `json:"node_id"`
+	// ControlPlane is the control plane address.
+	ControlPlane string `json:"control_plane"`
+	// Connected reports whether the configuration stream is open.
+	Connected bool `json:"connected"`
+	// Version of the applied configuration; 0 when none.
+	Version uint64 `json:"version"`
+	// AppliedAt is when it was applied; absent when none.
+	AppliedAt *time.Time `json:"applied_at,omitempty"`
+	// LastError is the most recent stream or apply error.
+	LastError string `json:"last_error,omitempty"`
+	// Pools of the applied configuration.
+	Pools []routing.PoolConfig `json:"pools"`
+}
+
+// Handler returns the admin endpoints' handler.
+func Handler(nodeID, controlPlane string, src StatusSource) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		st := src.Status()
+		if st.AppliedAt.IsZero() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, "not ready: no configuration applied yet")
+			return
+		}
+		fmt.Fprintf(w, "ready: serving configuration version %d\n", st.Config.Version)
+	})
+	mux.HandleFunc("GET /config", func(w http.ResponseWriter, _ *http.Request) {
+		st := src.Status()
+		v := ConfigView{
+			NodeID: nodeID, ControlPlane: controlPlane, Connected: st.Connected,
+			Version: st.Config.Version, LastError: st.LastError, Pools: st.Config.Pools,
+		}
+		if !st.AppliedAt.IsZero() {
+			t := st.AppliedAt
+			v.AppliedAt = &t
+		}
+		if v.Pools == nil {
+			v.Pools = []routing.PoolConfig{}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(v)
+	})
+	return mux
+}

@@ -1,0 +1,261 @@
+// Package configclient keeps a data plane's routing table in step with the
+// control plane. It holds one DiscoveryService stream open, applies every
+// configuration version it receives (validate, build an immutable routing
+// table, publish it with one atomic store) and acknowledges it; a version it
+// cannot validate is refused with a NACK and the last good table keeps
+// serving. When the stream breaks it reconnects with capped exponential
+// backoff and jitter, serving its last table all the while.
+//
+// This is the only package of the data plane that sees protobuf types.
+package configclient
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+
+	lbv1 "github.com/lb-project/lb/api/lb/v1"
+	"github.com/lb-project/lb/dataplane/routing"
+	"github.com/lb-project/lb/internal/poolspec"
+)
+
+// Config configures a Client.
+type Config struct {
+	// Address of the control plane, HOST:PORT. Required.
+	Address string
+	// NodeID names this data plane to the control plane. Required.
+	NodeID string
+	// Table receives every applied routing table. Required.
+	Table *routing.Current
+	// Logger receives the client's log lines. Default: a null logger.
+	Logger hclog.Logger
+	// MinBackoff is the first reconnect delay. Default 100ms.
+	MinBackoff time.Duration
+	// MaxBackoff caps the reconnect delay. Default 5s.
+	MaxBackoff time.Duration
+}
+
+// Status is what the client has applied and whether it is connected.
+type Status struct {
+	// Connected is true while a stream to the control plane is open.
+	Connected bool
+	// Config is the configuration applied last; Version 0 before the first.
+	Config routing.Config
+	// AppliedAt is when Config was applied.
+	AppliedAt time.Time
+	// LastError is the most recent stream or apply error, if any.
+	LastError string
+}
+
+// Client is a configuration stream client. Create it with New, run it with Run.
+type Client struct {
+	cfg  Config
+	log  hclog.Logger
+	conn *grpc.ClientConn
+
+	// status is replaced whole on every change; readers Load it.
+	status atomic.Pointer[Status]
+}
+
+// New validates cfg and prepares a client. It does not connect yet.
+func New(cfg Config) (*Client, error) {
+	if cfg.Address == "" {
+		return nil, errors.New("configclient: control plane address is required")
+	}
+	if cfg.NodeID == "" {
+		return nil, errors.New("configclient: node id is required")
+	}
+	if cfg.Table == nil {
+		return nil, errors.New("configclient: routing table holder is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	if cfg.MinBackoff <= 0 {
+		cfg.MinBackoff = 100 * time.Millisecond
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 5 * time.Second
+	}
+	conn, err := grpc.NewClient(cfg.Address,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff: backoff.Config{
+				BaseDelay: cfg.MinBackoff, Multiplier: 1.6, Jitter: 0.2, MaxDelay: cfg.MaxBackoff,
+			},
+			MinConnectTimeout: 5 * time.Second,
+		}),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("configclient: control plane %s: %w", cfg.Address, err)
+	}
+	c := &Client{cfg: cfg, log: cfg.Logger, conn: conn}
+	c.status.Store(&Status{})
+	return c, nil
+}
+
+// Status returns the client's current status.
+func (c *Client) Status() Status { return *c.status.Load() }
+
+func (c *Client) setStatus(fn func(s *Status)) {
+	next := *c.status.Load()
+	fn(&next)
+	c.status.Store(&next)
+}
+
+// Run keeps the stream open until ctx is done, then closes the connection
+// and returns nil. Only Run's own goroutine writes the status.
+func (c *Client) Run(ctx context.Context) error {
+	defer c.conn.Close()
+	client := lbv1.NewDiscoveryServiceClient(c.conn)
+	delay := c.cfg.MinBackoff
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	<-timer.C
+	for {
+		received, err := c.stream(ctx, client)
+		c.setStatus(func(s *Status) {
+			s.Connected = false
+			if err != nil {
+				s.LastError = err.Error()
+			}
+		})
+		if ctx.Err() != nil {
+			return nil
+		}
+		if received {
+			delay = c.cfg.MinBackoff
+		}
+		// Full jitter over [delay/2, delay): fleets do not reconnect in lockstep.
+		wait := delay/2 + rand.N(delay/2+1)
+		c.log.Warn("control plane stream ended; reconnecting", "control_plane", c.cfg.Address, "error", err, "retry_in", wait.Round(time.Millisecond))
+		timer.Reset(wait)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-timer.C:
+		}
+		delay = min(delay*2, c.cfg.MaxBackoff)
+	}
+}
+
+// stream runs one stream until it fails. It reports whether any message
+// arrived, which resets the backoff.
+func (c *Client) stream(ctx context.Context, client lbv1.DiscoveryServiceClient) (received bool, err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s, err := client.StreamConfig(ctx)
+	if err != nil {
+		return false, fmt.Errorf("open stream: %w", err)
+	}
+	held := c.Status().Config.Version
+	hello := &lbv1.StreamConfigRequest{Kind: &lbv1.StreamConfigRequest_Hello{Hello: &lbv1.Hello{NodeId: c.cfg.NodeID, Version: held}}}
+	if err := s.Send(hello); err != nil {
+		return false, fmt.Errorf("send hello: %w", err)
+	}
+	for {
+		resp, err := s.Recv()
+		if err != nil {
+			return received, fmt.Errorf("receive: %w", err)
+		}
+		if !received {
+			received = true
+			c.setStatus(func(s *Status) { s.Connected = true })
+			c.log.Info("connected to control plane", "control_plane", c.cfg.Address, "node", c.cfg.NodeID)
+		}
+		var reply *lbv1.StreamConfigRequest
+		if err := c.apply(resp); err != nil {
+			c.log.Error("configuration refused", "version", resp.GetVersion(), "error", err)
+			c.setStatus(func(s *Status) { s.LastError = err.Error() })
+			reply = &lbv1.StreamConfigRequest{Kind: &lbv1.StreamConfigRequest_Nack{Nack: &lbv1.Nack{Version: resp.GetVersion(), Reason: err.Error()}}}
+		} else {
+			reply = &lbv1.StreamConfigRequest{Kind: &lbv1.StreamConfigRequest_Ack{Ack: &lbv1.Ack{Version: resp.GetVersion()}}}
+		}
+		if err := s.Send(reply); err != nil {
+			return received, fmt.Errorf("send acknowledgement: %w", err)
+		}
+	}
+}
+
+// apply validates one update, builds its table and publishes it.
+func (c *Client) apply(resp *lbv1.StreamConfigResponse) error {
+	cur := c.Status().Config
+	next, err := merge(cur, resp)
+	if err != nil {
+		return err
+	}
+	prev := c.cfg.Table.Load()
+	t, err := routing.Build(prev, next)
+	if err != nil {
+		return fmt.Errorf("build routing table: %w", err)
+	}
+	c.cfg.Table.Store(t)
+	if next.Version < cur.Version {
+		c.log.Warn("control plane sent an older version than the one applied; its store may have been reset",
+			"applied", cur.Version, "received", next.Version)
+	}
+	c.setStatus(func(s *Status) {
+		s.Config = next
+		s.AppliedAt = time.Now()
+		s.LastError = ""
+	})
+	c.log.Info("configuration applied", "version", next.Version, "pools", len(next.Pools), "full", resp.GetFull())
+	return nil
+}
+
+// merge validates resp and returns the configuration it leads to from cur:
+// resp itself when it is full, cur with resp's pools replaced or removed when
+// it is a delta.
+func merge(cur routing.Config, resp *lbv1.StreamConfigResponse) (routing.Config, error) {
+	byName := make(map[string]routing.PoolConfig)
+	if !resp.GetFull() {
+		for _, p := range cur.Pools {
+			byName[p.Name] = p
+		}
+		for _, name := range resp.GetRemovedPools() {
+			delete(byName, name)
+		}
+	}
+	for i, pb := range resp.GetPools() {
+		p, err := poolFromProto(fmt.Sprintf("pools[%d]", i), pb)
+		if err != nil {
+			return routing.Config{}, err
+		}
+		byName[p.Name] = p
+	}
+	next := routing.Config{Version: resp.GetVersion(), Pools: make([]routing.PoolConfig, 0, len(byName))}
+	for _, p := range byName {
+		next.Pools = append(next.Pools, p)
+	}
+	sort.Slice(next.Pools, func(i, j int) bool { return next.Pools[i].Name < next.Pools[j].Name })
+	return next, nil
+}
+
+// poolFromProto validates a pool message and converts it.
+func poolFromProto(field string, pb *lbv1.Pool) (routing.PoolConfig, error) {
+	spec := poolspec.Pool{Name: pb.GetName(), Hosts: pb.GetHosts(), PathPrefix: pb.GetPathPrefix(), Version: pb.GetVersion()}
+	for _, b := range pb.GetBackends() {
+		spec.Backends = append(spec.Backends, poolspec.Backend{Address: b.GetAddress(), Weight: b.GetWeight()})
+	}
+	norm, err := poolspec.Normalize(field, spec)
+	if err != nil {
+		return routing.PoolConfig{}, err
+	}
+	out := routing.PoolConfig{Name: norm.Name, Hosts: norm.Hosts, PathPrefix: norm.PathPrefix, Version: norm.Version,
+		Backends: make([]routing.Backend, len(norm.Backends))}
+	for i, b := range norm.Backends {
+		out.Backends[i] = routing.Backend{Address: b.Address, Weight: b.Weight}
+	}
+	return out, nil
+}

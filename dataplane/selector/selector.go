@@ -1,0 +1,149 @@
+// Package selector picks which backend of a pool serves the next request.
+//
+// A selector is built once per backend set, from the backends' weights, and is
+// immutable afterwards except for one atomic counter, so a pick takes no lock
+// and allocates nothing. Selectors deal in indexes into the pool's backend
+// slice; they know nothing of addresses or wire formats.
+package selector
+
+import (
+	"container/heap"
+	"sync/atomic"
+)
+
+// Selector picks the index of a backend.
+type Selector interface {
+	// Pick returns the index of the backend for the next request, or -1 when
+	// there are no backends.
+	Pick() int
+}
+
+// maxSequence bounds the precomputed weighted sequence (entries of 4 bytes).
+const maxSequence = 1 << 16
+
+// RoundRobin cycles through the backends in order, honouring integer weights:
+// over every cycle of sum(weights)/gcd(weights) picks, backend i is picked
+// exactly weight[i]/gcd times, interleaved rather than in runs (weights 5:1:1
+// give a a b a c a a, never five a in a row).
+type RoundRobin struct {
+	// n is the number of backends.
+	n uint64
+	// seq is the precomputed weighted order; nil when all weights are equal.
+	seq []uint32
+	// next counts picks; the only mutable state.
+	next atomic.Uint64
+}
+
+var _ Selector = (*RoundRobin)(nil)
+
+// NewRoundRobin returns a round-robin selector over backends with the given
+// weights (weights of 0 count as 1). When the reduced weights sum to more than
+// 65,536, they are scaled down proportionally (each kept at least 1), so the
+// shares are approximate for such extreme configurations.
+func NewRoundRobin(weights []uint32) *RoundRobin {
+	rr := &RoundRobin{n: uint64(len(weights))}
+	if len(weights) < 2 || allEqual(weights) {
+		return rr
+	}
+	rr.seq = weightedSequence(weights)
+	return rr
+}
+
+// Pick implements Selector.
+func (r *RoundRobin) Pick() int {
+	if r.n == 0 {
+		return -1
+	}
+	i := r.next.Add(1) - 1
+	if r.seq == nil {
+		return int(i % r.n)
+	}
+	return int(r.seq[i%uint64(len(r.seq))])
+}
+
+func allEqual(ws []uint32) bool {
+	for _, w := range ws[1:] {
+		if max(w, 1) != max(ws[0], 1) {
+			return false
+		}
+	}
+	return true
+}
+
+func gcd(a, b uint64) uint64 {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
+}
+
+// weightedSequence returns one cycle of the weighted order. Backend i, with
+// reduced weight w_i, is due at times (k+½)/w_i for k = 0..w_i-1; the
+// sequence lists all due times in order (ties by index), which spreads each
+// backend's picks evenly over the cycle.
+func weightedSequence(weights []uint32) []uint32 {
+	ws := make([]uint64, len(weights))
+	var g, total uint64
+	for i, w := range weights {
+		ws[i] = uint64(max(w, 1))
+		g = gcd(g, ws[i])
+	}
+	for i := range ws {
+		ws[i] /= g
+		total += ws[i]
+	}
+	if total > maxSequence {
+		var scaled uint64
+		for i := range ws {
+			ws[i] = max(1, ws[i]*maxSequence/total)
+			scaled += ws[i]
+		}
+		total = scaled
+	}
+	h := make(dueHeap, len(ws))
+	for i, w := range ws {
+		h[i] = due{index: uint32(i), weight: w}
+	}
+	heap.Init(&h)
+	seq := make([]uint32, 0, total)
+	for uint64(len(seq)) < total {
+		d := &h[0]
+		seq = append(seq, d.index)
+		d.picks++
+		if d.picks == d.weight {
+			heap.Pop(&h)
+		} else {
+			heap.Fix(&h, 0)
+		}
+	}
+	return seq
+}
+
+// due is one backend's position in the sequence being built: it is next due
+// at (2*picks+1)/(2*weight).
+type due struct {
+	index  uint32
+	weight uint64
+	picks  uint64
+}
+
+type dueHeap []due
+
+func (h dueHeap) Len() int { return len(h) }
+func (h dueHeap) Less(i, j int) bool {
+	// Compare (2p_i+1)/w_i with (2p_j+1)/w_j without division.
+	a := (2*h[i].picks + 1) * h[j].weight
+	b := (2*h[j].picks + 1) * h[i].weight
+	if a != b {
+		return a < b
+	}
+	return h[i].index < h[j].index
+}
+func (h dueHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *dueHeap) Push(x any)   { *h = append(*h, x.(due)) }
+func (h *dueHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}
