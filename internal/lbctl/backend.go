@@ -1,0 +1,140 @@
+package lbctl
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"regexp"
+
+	"github.com/spf13/cobra"
+
+	lbv1 "github.com/lb-project/lb/api/lb/v1"
+)
+
+func (a *app) newAddBackendCmd() *cobra.Command {
+	var (
+		pool   string
+		weight = weightValue(defaultWeight)
+	)
+	cmd := &cobra.Command{
+		Use:   "add-backend --pool NAME HOST:PORT",
+		Short: "Add a backend to a pool",
+		Long: `Add the backend HOST:PORT to the pool given by --pool, with weight --weight
+(its relative share of requests, 1 to 10000, default 1).
+
+HOST is an IP address or a DNS name; IPv6 addresses are written in brackets.`,
+		Example: `  lbctl add-backend --pool web 10.0.0.5:8080
+  lbctl add-backend --pool web backend-3.internal:8080 --weight 5
+  lbctl add-backend --pool web '[fd00::7]:8080'`,
+		Args: exactArgs("HOST:PORT"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := requirePool(cmd, pool); err != nil {
+				return err
+			}
+			w := uint32(weight)
+			req := &lbv1.AddBackendRequest{Pool: pool, Address: args[0], Weight: &w}
+			return a.withClient(cmd.Context(), func(ctx context.Context, c lbv1.AdminServiceClient) error {
+				resp, err := c.AddBackend(ctx, req)
+				if err != nil {
+					return callErr(pool, err)
+				}
+				got := w
+				if b := findBackend(resp.GetPool(), req.Address); b != nil {
+					got = b.GetWeight()
+				}
+				return a.emit(resp, func(out io.Writer) error {
+					return mutationLine(out, pool, fmt.Sprintf("added backend %s (weight %d)", req.Address, got), resp.GetVersion())
+				})
+			})
+		},
+	}
+	poolFlag(cmd, &pool)
+	cmd.Flags().Var(&weight, "weight", "weight of the backend, 1 to 10000")
+	return cmd
+}
+
+func (a *app) newRemoveBackendCmd() *cobra.Command {
+	var pool string
+	cmd := &cobra.Command{
+		Use:   "remove-backend --pool NAME HOST:PORT",
+		Short: "Remove a backend from a pool",
+		Long: `Remove the backend HOST:PORT from the pool given by --pool. The address must
+be written as it was added; "lbctl pool get NAME" lists them.`,
+		Example: `  lbctl remove-backend --pool web 10.0.0.5:8080`,
+		Args:    exactArgs("HOST:PORT"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := requirePool(cmd, pool); err != nil {
+				return err
+			}
+			addr := args[0]
+			return a.withClient(cmd.Context(), func(ctx context.Context, c lbv1.AdminServiceClient) error {
+				resp, err := c.RemoveBackend(ctx, &lbv1.RemoveBackendRequest{Pool: pool, Address: addr})
+				if err != nil {
+					return callErr(pool, err)
+				}
+				return a.emit(resp, func(w io.Writer) error {
+					return mutationLine(w, pool, "removed backend "+addr, resp.GetVersion())
+				})
+			})
+		},
+	}
+	poolFlag(cmd, &pool)
+	return cmd
+}
+
+// negativeShorthand matches pflag's error for a negative number taken as a
+// shorthand flag, such as "-5" in "set-weight ... -5".
+var negativeShorthand = regexp.MustCompile(`^unknown shorthand flag: '.' in (-[0-9][0-9.]*)$`)
+
+func (a *app) newSetWeightCmd() *cobra.Command {
+	var pool string
+	cmd := &cobra.Command{
+		Use:   "set-weight --pool NAME HOST:PORT WEIGHT",
+		Short: "Change the weight of a backend",
+		Long: `Set the weight of the backend HOST:PORT of the pool given by --pool to
+WEIGHT, a whole number from 1 to 10000: the backend's relative share of
+requests.`,
+		Example: `  lbctl set-weight --pool web 10.0.0.5:8080 5`,
+		Args:    exactArgs("HOST:PORT", "WEIGHT"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := requirePool(cmd, pool); err != nil {
+				return err
+			}
+			addr := args[0]
+			weight, err := parseWeight(args[1])
+			if err != nil {
+				return &usageError{cmdPath: cmd.CommandPath(), err: err}
+			}
+			req := &lbv1.UpdateBackendRequest{Pool: pool, Address: addr, Weight: weight}
+			return a.withClient(cmd.Context(), func(ctx context.Context, c lbv1.AdminServiceClient) error {
+				resp, err := c.UpdateBackend(ctx, req)
+				if err != nil {
+					return callErr(pool, err)
+				}
+				return a.emit(resp, func(w io.Writer) error {
+					return mutationLine(w, pool, fmt.Sprintf("backend %s weight set to %d", addr, weight), resp.GetVersion())
+				})
+			})
+		},
+	}
+	poolFlag(cmd, &pool)
+	cmd.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		if m := negativeShorthand.FindStringSubmatch(err.Error()); m != nil {
+			if _, werr := parseWeight(m[1]); werr != nil {
+				err = werr
+			}
+		}
+		return &usageError{cmdPath: cmd.CommandPath(), err: err}
+	})
+	return cmd
+}
+
+// findBackend returns the backend of p with address addr, or nil.
+func findBackend(p *lbv1.Pool, addr string) *lbv1.Backend {
+	for _, b := range p.GetBackends() {
+		if b.GetAddress() == addr {
+			return b
+		}
+	}
+	return nil
+}

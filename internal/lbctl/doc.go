@@ -1,0 +1,21 @@
+// Package lbctl implements lbctl, the operator command line for the load
+// balancer's control plane.
+//
+// lbctl talks to the control plane's lb.v1.AdminService over gRPC. It can
+// create, list, show, update and delete pools, and add, remove and reweigh
+// the backends of a pool. Every command prints a table for people by default,
+// or the response message as JSON (-o json) for automation.
+//
+// The command line is built with github.com/spf13/cobra. Its whole behaviour
+// is reachable through [Main], which takes the arguments, the output streams
+// and a context and returns the process exit code, so the command can be run
+// and tested in-process:
+//
+//	os.Exit(lbctl.Main(ctx, os.Args[1:], os.Stdout, os.Stderr))
+//
+// Exit codes are [ExitOK] on success, [ExitError] when a command failed
+// (including errors reported by the control plane) and [ExitUsage] when the
+// command line itself is wrong (unknown command or flag, wrong number of
+// arguments, a malformed value). Errors are written to stderr as one line
+// prefixed with "lbctl: ".
+package lbctl

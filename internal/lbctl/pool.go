@@ -1,0 +1,213 @@
+package lbctl
+
+import (
+	"context"
+	"io"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
+
+	lbv1 "github.com/lb-project/lb/api/lb/v1"
+)
+
+func (a *app) newPoolCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "pool",
+		Short: "Create, list, show, update and delete pools",
+		Long: `Manage pools. A pool is a named group of backends together with the hosts
+and path prefix whose requests are routed to it.
+
+Backends of an existing pool are managed with add-backend, remove-backend and
+set-weight.`,
+		Example: `  lbctl pool create web --host www.example.com --backend 10.0.0.5:8080
+  lbctl pool list
+  lbctl pool get web
+  lbctl pool update web --path-prefix /app/
+  lbctl pool delete web`,
+		Args: cobra.ArbitraryArgs,
+		RunE: groupRun,
+	}
+	cmd.AddCommand(
+		a.newPoolCreateCmd(),
+		a.newPoolListCmd(),
+		a.newPoolGetCmd(),
+		a.newPoolUpdateCmd(),
+		a.newPoolDeleteCmd(),
+	)
+	return cmd
+}
+
+func (a *app) newPoolCreateCmd() *cobra.Command {
+	var (
+		hosts      []string
+		pathPrefix string
+		backends   []string
+	)
+	cmd := &cobra.Command{
+		Use:   "create NAME",
+		Short: "Create a pool",
+		Long: `Create the pool NAME, optionally with hosts, a path prefix and backends.
+
+NAME is 1 to 63 characters of a-z, 0-9, '-', '_' and '.', starting and ending
+with a letter or digit. Without --host the pool matches any host; without
+--path-prefix it matches every path ("/"). Each --backend is HOST:PORT with an
+optional =WEIGHT (1 to 10000, default 1); IPv6 addresses are written in
+brackets.`,
+		Example: `  lbctl pool create web
+  lbctl pool create web --host www.example.com --host example.com --path-prefix /app/ \
+      --backend 10.0.0.5:8080 --backend 10.0.0.6:8080=3 --backend '[fd00::7]:8080'`,
+		Args: exactArgs("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			pool := &lbv1.Pool{Name: args[0], Hosts: hosts, PathPrefix: pathPrefix}
+			for _, s := range backends {
+				b, err := parseBackend(s)
+				if err != nil {
+					return &usageError{cmdPath: cmd.CommandPath(), err: err}
+				}
+				pool.Backends = append(pool.Backends, b)
+			}
+			return a.withClient(cmd.Context(), func(ctx context.Context, c lbv1.AdminServiceClient) error {
+				resp, err := c.CreatePool(ctx, &lbv1.CreatePoolRequest{Pool: pool})
+				if err != nil {
+					return callErr(pool.Name, err)
+				}
+				return a.emit(resp, func(w io.Writer) error {
+					return mutationLine(w, pool.Name, "created with "+plural(len(resp.GetPool().GetBackends()), "backend"), resp.GetVersion())
+				})
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.StringSliceVar(&hosts, "host", nil, "host name the pool serves, exact or *.domain (repeatable)")
+	f.StringVar(&pathPrefix, "path-prefix", "", `path prefix the pool serves, starting with "/" (default "/")`)
+	f.StringArrayVar(&backends, "backend", nil, "backend HOST:PORT[=WEIGHT] (repeatable)")
+	return cmd
+}
+
+func (a *app) newPoolListCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "list",
+		Short: "List pools",
+		Long: `List every pool, ordered by name, with its hosts ("*" for any host), path
+prefix, number of backends and the configuration version in which it last
+changed.`,
+		Example: `  lbctl pool list
+  lbctl pool list -o json`,
+		Aliases: []string{"ls"},
+		Args:    exactArgs(),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return a.withClient(cmd.Context(), func(ctx context.Context, c lbv1.AdminServiceClient) error {
+				resp, err := c.ListPools(ctx, &lbv1.ListPoolsRequest{})
+				if err != nil {
+					return callErr("", err)
+				}
+				return a.emit(resp, func(w io.Writer) error { return writePoolList(w, resp.GetPools()) })
+			})
+		},
+	}
+}
+
+func (a *app) newPoolGetCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "get NAME",
+		Short: "Show a pool and its backends",
+		Long: `Show the pool NAME: its hosts, path prefix and the configuration version in
+which it last changed, then its backends and their weights.`,
+		Example: `  lbctl pool get web
+  lbctl pool get web -o json`,
+		Args: exactArgs("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name := args[0]
+			return a.withClient(cmd.Context(), func(ctx context.Context, c lbv1.AdminServiceClient) error {
+				resp, err := c.GetPool(ctx, &lbv1.GetPoolRequest{Name: name})
+				if err != nil {
+					return callErr(name, err)
+				}
+				return a.emit(resp, func(w io.Writer) error { return writePool(w, resp.GetPool()) })
+			})
+		},
+	}
+}
+
+func (a *app) newPoolUpdateCmd() *cobra.Command {
+	var (
+		hosts      []string
+		clearHosts bool
+		pathPrefix string
+	)
+	cmd := &cobra.Command{
+		Use:   "update NAME",
+		Short: "Change the hosts or path prefix of a pool",
+		Long: `Change the hosts or the path prefix of the pool NAME in one atomic change.
+
+Only the fields given are changed: --host replaces all the hosts with the ones
+given, --clear-hosts removes them all (the pool then matches any host), and
+--path-prefix replaces the path prefix (an empty value means "/"). Backends
+are changed with add-backend, remove-backend and set-weight.`,
+		Example: `  lbctl pool update web --host www.example.com --host example.com
+  lbctl pool update web --clear-hosts
+  lbctl pool update web --path-prefix /api/`,
+		Args: exactArgs("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name := args[0]
+			changed := cmd.Flags().Changed
+			if changed("host") && changed("clear-hosts") {
+				return usagef(cmd, "--host and --clear-hosts cannot be used together")
+			}
+			pool := &lbv1.Pool{Name: name}
+			var paths, what []string
+			switch {
+			case changed("host"):
+				pool.Hosts = hosts
+				paths, what = append(paths, "hosts"), append(what, "hosts set to "+hostsText(hosts))
+			case changed("clear-hosts") && clearHosts:
+				paths, what = append(paths, "hosts"), append(what, "hosts cleared")
+			}
+			if changed("path-prefix") {
+				pool.PathPrefix = pathPrefix
+				paths, what = append(paths, "path_prefix"), append(what, "path prefix set to "+pathText(pathPrefix))
+			}
+			if len(paths) == 0 {
+				return usagef(cmd, "nothing to update; give --host, --clear-hosts or --path-prefix")
+			}
+			req := &lbv1.UpdatePoolRequest{Pool: pool, UpdateMask: &fieldmaskpb.FieldMask{Paths: paths}}
+			return a.withClient(cmd.Context(), func(ctx context.Context, c lbv1.AdminServiceClient) error {
+				resp, err := c.UpdatePool(ctx, req)
+				if err != nil {
+					return callErr(name, err)
+				}
+				return a.emit(resp, func(w io.Writer) error {
+					return mutationLine(w, name, strings.Join(what, ", "), resp.GetVersion())
+				})
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.StringSliceVar(&hosts, "host", nil, "host name the pool serves, exact or *.domain (repeatable; replaces all hosts)")
+	f.BoolVar(&clearHosts, "clear-hosts", false, "remove all hosts, so the pool matches any host")
+	f.StringVar(&pathPrefix, "path-prefix", "", `new path prefix, starting with "/" (empty means "/")`)
+	return cmd
+}
+
+func (a *app) newPoolDeleteCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "delete NAME",
+		Short: "Delete a pool and its backends",
+		Long: `Delete the pool NAME together with its backends. Requests it served are
+then routed to the next most specific pool, if any.`,
+		Example: `  lbctl pool delete web`,
+		Aliases: []string{"rm"},
+		Args:    exactArgs("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name := args[0]
+			return a.withClient(cmd.Context(), func(ctx context.Context, c lbv1.AdminServiceClient) error {
+				resp, err := c.DeletePool(ctx, &lbv1.DeletePoolRequest{Name: name})
+				if err != nil {
+					return callErr(name, err)
+				}
+				return a.emit(resp, func(w io.Writer) error { return mutationLine(w, name, "deleted", resp.GetVersion()) })
+			})
+		},
+	}
+}
