@@ -16,6 +16,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
@@ -42,11 +43,11 @@ func New(st store.Store, log hclog.Logger) *Server {
 // CreatePool implements lbv1.AdminServiceServer.
 func (s *Server) CreatePool(ctx context.Context, req *lbv1.CreatePoolRequest) (*lbv1.CreatePoolResponse, error) {
 	if req.GetPool() == nil {
-		return nil, invalid(&poolspec.FieldError{Field: "pool", Value: "", Reason: "is required"})
+		return nil, s.refuse(ctx, &poolspec.FieldError{Field: "pool", Value: "", Reason: "is required"})
 	}
 	p, err := poolspec.Normalize("pool", withDefaultWeights(apiconv.PoolFromProto(req.GetPool())))
 	if err != nil {
-		return nil, invalid(err)
+		return nil, s.refuse(ctx, err)
 	}
 	var stored poolspec.Pool
 	v, err := s.store.Update(ctx, func(tx store.Tx) error {
@@ -71,7 +72,7 @@ func (s *Server) CreatePool(ctx context.Context, req *lbv1.CreatePoolRequest) (*
 // GetPool implements lbv1.AdminServiceServer.
 func (s *Server) GetPool(ctx context.Context, req *lbv1.GetPoolRequest) (*lbv1.GetPoolResponse, error) {
 	if err := poolspec.ValidateName("name", req.GetName()); err != nil {
-		return nil, invalid(err)
+		return nil, s.refuse(ctx, err)
 	}
 	st, err := s.store.Read(ctx)
 	if err != nil {
@@ -103,7 +104,7 @@ var updatableFields = []string{"hosts", "path_prefix", "backends"}
 // UpdatePool implements lbv1.AdminServiceServer.
 func (s *Server) UpdatePool(ctx context.Context, req *lbv1.UpdatePoolRequest) (*lbv1.UpdatePoolResponse, error) {
 	if req.GetPool() == nil {
-		return nil, invalid(&poolspec.FieldError{Field: "pool", Value: "", Reason: "is required"})
+		return nil, s.refuse(ctx, &poolspec.FieldError{Field: "pool", Value: "", Reason: "is required"})
 	}
 	paths := req.GetUpdateMask().GetPaths()
 	if len(paths) == 0 {
@@ -111,7 +112,7 @@ func (s *Server) UpdatePool(ctx context.Context, req *lbv1.UpdatePoolRequest) (*
 	}
 	for i, path := range paths {
 		if !slices.Contains(updatableFields, path) {
-			return nil, invalid(&poolspec.FieldError{
+			return nil, s.refuse(ctx, &poolspec.FieldError{
 				Field: fmt.Sprintf("update_mask.paths[%d]", i), Value: path,
 				Reason: "is not an updatable field; use hosts, path_prefix or backends",
 			})
@@ -120,7 +121,7 @@ func (s *Server) UpdatePool(ctx context.Context, req *lbv1.UpdatePoolRequest) (*
 	in := withDefaultWeights(apiconv.PoolFromProto(req.GetPool()))
 	// Validate the request on its own first, so errors name the request's fields.
 	if _, err := poolspec.Normalize("pool", in); err != nil {
-		return nil, invalid(err)
+		return nil, s.refuse(ctx, err)
 	}
 	var stored poolspec.Pool
 	v, err := s.store.Update(ctx, func(tx store.Tx) error {
@@ -161,7 +162,7 @@ func (s *Server) UpdatePool(ctx context.Context, req *lbv1.UpdatePoolRequest) (*
 // DeletePool implements lbv1.AdminServiceServer.
 func (s *Server) DeletePool(ctx context.Context, req *lbv1.DeletePoolRequest) (*lbv1.DeletePoolResponse, error) {
 	if err := poolspec.ValidateName("name", req.GetName()); err != nil {
-		return nil, invalid(err)
+		return nil, s.refuse(ctx, err)
 	}
 	v, err := s.store.Update(ctx, func(tx store.Tx) error {
 		if _, ok := tx.Pool(req.GetName()); !ok {
@@ -188,7 +189,7 @@ func (s *Server) AddBackend(ctx context.Context, req *lbv1.AddBackendRequest) (*
 		err = poolspec.ValidateWeight("weight", weight)
 	}
 	if err != nil {
-		return nil, invalid(err)
+		return nil, s.refuse(ctx, err)
 	}
 	p, v, err := s.mutatePool(ctx, req.GetPool(), func(p *poolspec.Pool) error {
 		if indexOf(*p, addr) >= 0 {
@@ -211,7 +212,7 @@ func (s *Server) AddBackend(ctx context.Context, req *lbv1.AddBackendRequest) (*
 func (s *Server) RemoveBackend(ctx context.Context, req *lbv1.RemoveBackendRequest) (*lbv1.RemoveBackendResponse, error) {
 	addr, err := s.validateBackendRef(req.GetPool(), req.GetAddress())
 	if err != nil {
-		return nil, invalid(err)
+		return nil, s.refuse(ctx, err)
 	}
 	p, v, err := s.mutatePool(ctx, req.GetPool(), func(p *poolspec.Pool) error {
 		i := indexOf(*p, addr)
@@ -235,7 +236,7 @@ func (s *Server) UpdateBackend(ctx context.Context, req *lbv1.UpdateBackendReque
 		err = poolspec.ValidateWeight("weight", int64(req.GetWeight()))
 	}
 	if err != nil {
-		return nil, invalid(err)
+		return nil, s.refuse(ctx, err)
 	}
 	p, v, err := s.mutatePool(ctx, req.GetPool(), func(p *poolspec.Pool) error {
 		i := indexOf(*p, addr)
@@ -317,6 +318,13 @@ func checkRoutes(p poolspec.Pool, all []poolspec.Pool) error {
 	return st.Err()
 }
 
+// refuse logs an invalid request (with who sent it) and returns its status.
+func (s *Server) refuse(ctx context.Context, err error) error {
+	method, _ := grpc.Method(ctx)
+	s.log.Info("request refused", "method", method, "peer", peerAddr(ctx), "code", codes.InvalidArgument, "error", err.Error())
+	return invalid(err)
+}
+
 // invalid converts validation errors to InvalidArgument with a BadRequest detail.
 func invalid(err error) error {
 	br := &errdetails.BadRequest{}
@@ -354,7 +362,7 @@ func alreadyExists(kind, name, msg string) error {
 // statuses: context errors keep their meaning, anything else is Internal.
 func (s *Server) fail(ctx context.Context, method, pool string, err error) error {
 	if st, ok := status.FromError(err); ok {
-		s.log.Debug("request refused", "method", method, "pool", pool, "peer", peerAddr(ctx), "code", st.Code(), "error", st.Message())
+		s.log.Info("request refused", "method", method, "pool", pool, "peer", peerAddr(ctx), "code", st.Code(), "error", st.Message())
 		return err
 	}
 	switch {

@@ -117,7 +117,9 @@ type Backend struct {
 	// Address as HOST:PORT, where HOST is an IP address or a DNS name and PORT
 	// is 1 to 65535. IPv6 addresses are written in brackets: "[::1]:8080".
 	Address string `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
-	// Weight is the backend's relative share of requests, 1 to 10000.
+	// Weight is the backend's relative share of requests, 1 to 10000. In a
+	// pool given to CreatePool or UpdatePool, 0 (unset) means the default, 1;
+	// UpdateBackend and AddBackend refuse an explicit 0.
 	Weight        uint32 `protobuf:"varint,2,opt,name=weight,proto3" json:"weight,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The one test command (CI runs exactly this through .ci/run): formatting,
+# vet, buf lint, generated code in sync, go.mod tidy, then every test with
+# the race detector, end-to-end tests included. Installs what the tests need.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "toolchain"
+go version
+# The race detector needs cgo, hence a C compiler; curl drives end-to-end
+# tests and the quickstart.
+missing=()
+command -v gcc >/dev/null || missing+=(gcc)
+command -v curl >/dev/null || missing+=(curl)
+if ((${#missing[@]})); then
+	step "installing ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+step "gofmt"
+unformatted="$(gofmt -l $(git ls-files '*.go'))"
+if [[ -n "$unformatted" ]]; then
+	echo "these files need gofmt -w:" >&2
+	echo "$unformatted" >&2
+	exit 1
+fi
+
+step "go mod tidy"
+go mod tidy -diff
+
+step "go vet"
+go vet ./...
+
+step "buf lint and format"
+go tool -modfile=tools/go.mod buf lint
+go tool -modfile=tools/go.mod buf format --diff --exit-code
+
+step "generated code"
+scripts/gen-proto.sh --check
+
+step "go test -race"
+go test -race -count=1 -timeout 20m ./...
