@@ -154,7 +154,8 @@ func prepareOutbound(r *http.Request, addr string) *http.Request {
 	} else {
 		r.Header["X-Forwarded-Proto"] = protoHTTP
 	}
-	if _, ok := r.Header["X-Forwarded-Host"]; !ok && r.Host != "" {
+	if r.Host != "" {
+		// Set, not appended: a client-supplied value must not be trusted.
 		r.Header["X-Forwarded-Host"] = []string{r.Host}
 	}
 	if _, ok := r.Header["User-Agent"]; !ok {
@@ -179,19 +180,16 @@ var hopByHop = []string{
 }
 
 // removeHopByHop deletes hop-by-hop headers and the headers the Connection
-// header names. "TE: trailers" survives, as gRPC needs it end to end.
+// header names. "TE: trailers" survives, as gRPC needs it end to end; it is
+// looked for before the Connection tokens are removed, since a conforming
+// client lists TE in Connection.
 func removeHopByHop(h http.Header) {
+	teTrailers := hasToken(h["Te"], "trailers")
 	for _, v := range h["Connection"] {
 		for _, f := range strings.Split(v, ",") {
 			if f = strings.TrimSpace(f); f != "" {
 				h.Del(f)
 			}
-		}
-	}
-	teTrailers := false
-	for _, v := range h["Te"] {
-		if strings.EqualFold(strings.TrimSpace(v), "trailers") {
-			teTrailers = true
 		}
 	}
 	for _, k := range hopByHop {
@@ -200,8 +198,26 @@ func removeHopByHop(h http.Header) {
 		}
 	}
 	if teTrailers {
-		h["Te"] = []string{"trailers"}
+		h["Te"] = teTrailersValue
 	}
+}
+
+var teTrailersValue = []string{"trailers"}
+
+// hasToken reports whether the comma-separated header values hold token
+// (ignoring case and ";" parameters).
+func hasToken(values []string, token string) bool {
+	for _, v := range values {
+		for _, f := range strings.Split(v, ",") {
+			if i := strings.IndexByte(f, ';'); i >= 0 {
+				f = f[:i]
+			}
+			if strings.EqualFold(strings.TrimSpace(f), token) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // upstreamError answers a request whose backend exchange failed.
