@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -66,7 +67,7 @@ func (s *Server) CreatePool(ctx context.Context, req *lbv1.CreatePoolRequest) (*
 	}
 	stored.Version = v
 	s.logChange(ctx, "pool created", p.Name, v)
-	return &lbv1.CreatePoolResponse{Pool: apiconv.PoolToProto(stored), Version: v}, nil
+	return &lbv1.CreatePoolResponse{Pool: apiconv.PublicPool(stored), Version: v}, nil
 }
 
 // GetPool implements lbv1.AdminServiceServer.
@@ -82,7 +83,7 @@ func (s *Server) GetPool(ctx context.Context, req *lbv1.GetPoolRequest) (*lbv1.G
 	if !ok {
 		return nil, poolNotFound(req.GetName())
 	}
-	return &lbv1.GetPoolResponse{Pool: apiconv.PoolToProto(p), Version: st.Version}, nil
+	return &lbv1.GetPoolResponse{Pool: apiconv.PublicPool(p), Version: st.Version}, nil
 }
 
 // ListPools implements lbv1.AdminServiceServer.
@@ -93,13 +94,18 @@ func (s *Server) ListPools(ctx context.Context, _ *lbv1.ListPoolsRequest) (*lbv1
 	}
 	resp := &lbv1.ListPoolsResponse{Version: st.Version, Pools: make([]*lbv1.Pool, len(st.Pools))}
 	for i, p := range st.Pools {
-		resp.Pools[i] = apiconv.PoolToProto(p)
+		resp.Pools[i] = apiconv.PublicPool(p)
 	}
 	return resp, nil
 }
 
-// updatableFields are the update_mask paths UpdatePool accepts.
-var updatableFields = []string{"hosts", "path_prefix", "backends"}
+// updatableFields are the update_mask paths UpdatePool accepts; an empty
+// mask means the first four.
+var updatableFields = []string{
+	"hosts", "path_prefix", "backends", "upstream",
+	"upstream.protocol", "upstream.tls", "upstream.sni", "upstream.ca_pem", "upstream.insecure_skip_verify",
+	"upstream.client_cert_pem", "upstream.client_key_pem", "upstream.host_header",
+}
 
 // UpdatePool implements lbv1.AdminServiceServer.
 func (s *Server) UpdatePool(ctx context.Context, req *lbv1.UpdatePoolRequest) (*lbv1.UpdatePoolResponse, error) {
@@ -108,13 +114,13 @@ func (s *Server) UpdatePool(ctx context.Context, req *lbv1.UpdatePoolRequest) (*
 	}
 	paths := req.GetUpdateMask().GetPaths()
 	if len(paths) == 0 {
-		paths = updatableFields
+		paths = updatableFields[:4]
 	}
 	for i, path := range paths {
 		if !slices.Contains(updatableFields, path) {
 			return nil, s.refuse(ctx, &poolspec.FieldError{
 				Field: fmt.Sprintf("update_mask.paths[%d]", i), Value: path,
-				Reason: "is not an updatable field; use hosts, path_prefix or backends",
+				Reason: "is not an updatable field; use hosts, path_prefix, backends, upstream or upstream.FIELD",
 			})
 		}
 	}
@@ -138,6 +144,10 @@ func (s *Server) UpdatePool(ctx context.Context, req *lbv1.UpdatePoolRequest) (*
 				next.PathPrefix = in.PathPrefix
 			case "backends":
 				next.Backends = in.Backends
+			case "upstream":
+				next.Upstream = in.Upstream
+			default:
+				setUpstreamField(&next.Upstream, in.Upstream, strings.TrimPrefix(path, "upstream."))
 			}
 		}
 		next, err := poolspec.Normalize("pool", next)
@@ -156,7 +166,29 @@ func (s *Server) UpdatePool(ctx context.Context, req *lbv1.UpdatePoolRequest) (*
 	}
 	stored.Version = v
 	s.logChange(ctx, "pool updated", in.Name, v, "fields", paths)
-	return &lbv1.UpdatePoolResponse{Pool: apiconv.PoolToProto(stored), Version: v}, nil
+	return &lbv1.UpdatePoolResponse{Pool: apiconv.PublicPool(stored), Version: v}, nil
+}
+
+// setUpstreamField copies one upstream field, named as in the API, from src.
+func setUpstreamField(dst *poolspec.Upstream, src poolspec.Upstream, field string) {
+	switch field {
+	case "protocol":
+		dst.Protocol = src.Protocol
+	case "tls":
+		dst.TLS = src.TLS
+	case "sni":
+		dst.SNI = src.SNI
+	case "ca_pem":
+		dst.CAPEM = src.CAPEM
+	case "insecure_skip_verify":
+		dst.InsecureSkipVerify = src.InsecureSkipVerify
+	case "client_cert_pem":
+		dst.ClientCertPEM = src.ClientCertPEM
+	case "client_key_pem":
+		dst.ClientKeyPEM = src.ClientKeyPEM
+	case "host_header":
+		dst.HostHeader = src.HostHeader
+	}
 }
 
 // DeletePool implements lbv1.AdminServiceServer.
@@ -205,7 +237,7 @@ func (s *Server) AddBackend(ctx context.Context, req *lbv1.AddBackendRequest) (*
 		return nil, s.fail(ctx, "AddBackend", req.GetPool(), err)
 	}
 	s.logChange(ctx, "backend added", p.Name, v, "backend", addr, "weight", weight)
-	return &lbv1.AddBackendResponse{Pool: apiconv.PoolToProto(p), Version: v}, nil
+	return &lbv1.AddBackendResponse{Pool: apiconv.PublicPool(p), Version: v}, nil
 }
 
 // RemoveBackend implements lbv1.AdminServiceServer.
@@ -226,7 +258,7 @@ func (s *Server) RemoveBackend(ctx context.Context, req *lbv1.RemoveBackendReque
 		return nil, s.fail(ctx, "RemoveBackend", req.GetPool(), err)
 	}
 	s.logChange(ctx, "backend removed", p.Name, v, "backend", addr)
-	return &lbv1.RemoveBackendResponse{Pool: apiconv.PoolToProto(p), Version: v}, nil
+	return &lbv1.RemoveBackendResponse{Pool: apiconv.PublicPool(p), Version: v}, nil
 }
 
 // UpdateBackend implements lbv1.AdminServiceServer.
@@ -250,7 +282,7 @@ func (s *Server) UpdateBackend(ctx context.Context, req *lbv1.UpdateBackendReque
 		return nil, s.fail(ctx, "UpdateBackend", req.GetPool(), err)
 	}
 	s.logChange(ctx, "backend weight set", p.Name, v, "backend", addr, "weight", req.GetWeight())
-	return &lbv1.UpdateBackendResponse{Pool: apiconv.PoolToProto(p), Version: v}, nil
+	return &lbv1.UpdateBackendResponse{Pool: apiconv.PublicPool(p), Version: v}, nil
 }
 
 // validateBackendRef checks a (pool, address) pair and returns the canonical address.

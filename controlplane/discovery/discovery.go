@@ -108,7 +108,16 @@ func (s *Server) Publish(st store.State) {
 	for i, p := range st.Pools {
 		resp.Pools[i] = apiconv.PoolToProto(p)
 	}
-	s.latest.Store(resp)
+	// Compare-and-swap, so that of concurrent publishers the newest wins.
+	for {
+		cur := s.latest.Load()
+		if cur != nil && cur.GetVersion() >= st.Version {
+			return
+		}
+		if s.latest.CompareAndSwap(cur, resp) {
+			break
+		}
+	}
 	s.mu.Lock()
 	for st := range s.streams {
 		st.wake()
@@ -185,6 +194,9 @@ func (st *stream) update(fn func(*NodeStatus)) {
 func (s *Server) StreamConfig(srv lbv1.DiscoveryService_StreamConfigServer) error {
 	ctx := srv.Context()
 	first, err := srv.Recv()
+	if errors.Is(err, io.EOF) {
+		return status.Error(codes.InvalidArgument, "first message on a StreamConfig stream must be a hello")
+	}
 	if err != nil {
 		return err
 	}
@@ -225,7 +237,7 @@ func (s *Server) StreamConfig(srv lbv1.DiscoveryService_StreamConfigServer) erro
 		recvErr <- s.receive(srv, st, log)
 	}()
 
-	st.wake() // send whatever is published now
+	st.wake()     // send whatever is published now
 	sent := false // nothing sent yet: the first version goes out even if it is 0
 	for {
 		select {

@@ -24,7 +24,7 @@ const maxSequence = 1 << 16
 // RoundRobin cycles through the backends in order, honouring integer weights:
 // over every cycle of sum(weights)/gcd(weights) picks, backend i is picked
 // exactly weight[i]/gcd times, interleaved rather than in runs (weights 5:1:1
-// give a a b a c a a, never five a in a row).
+// give a a b a c a a, never five a in a row, also across cycles).
 type RoundRobin struct {
 	// n is the number of backends.
 	n uint64
@@ -77,10 +77,17 @@ func gcd(a, b uint64) uint64 {
 	return a
 }
 
-// weightedSequence returns one cycle of the weighted order. Backend i, with
-// reduced weight w_i, is due at times (k+½)/w_i for k = 0..w_i-1; the
-// sequence lists all due times in order (ties by index), which spreads each
-// backend's picks evenly over the cycle.
+// smoothBudget bounds the work of building a sequence with smooth weighted
+// round robin (backends × sequence length); beyond it the cheaper
+// earliest-deadline order is used.
+const smoothBudget = 1 << 24
+
+// weightedSequence returns one cycle of the weighted order. Weights are
+// reduced by their gcd (and scaled down past maxSequence). The order is
+// nginx's smooth weighted round robin, which spreads each backend's picks
+// evenly even across cycle boundaries (5:1:1 gives a a b a c a a); for very
+// large pools, where that costs too much to build, an earliest-deadline
+// order with the same counts.
 func weightedSequence(weights []uint32) []uint32 {
 	ws := make([]uint64, len(weights))
 	var g, total uint64
@@ -100,6 +107,35 @@ func weightedSequence(weights []uint32) []uint32 {
 		}
 		total = scaled
 	}
+	if total*uint64(len(ws)) <= smoothBudget {
+		return smoothSequence(ws, total)
+	}
+	return deadlineSequence(ws, total)
+}
+
+// smoothSequence runs smooth weighted round robin for one cycle: every step
+// each backend's current value grows by its weight, the largest is picked
+// (ties by index) and reduced by the total.
+func smoothSequence(ws []uint64, total uint64) []uint32 {
+	cur := make([]int64, len(ws))
+	seq := make([]uint32, 0, total)
+	for uint64(len(seq)) < total {
+		best := 0
+		for i, w := range ws {
+			cur[i] += int64(w)
+			if cur[i] > cur[best] {
+				best = i
+			}
+		}
+		cur[best] -= int64(total)
+		seq = append(seq, uint32(best))
+	}
+	return seq
+}
+
+// deadlineSequence lists, in order, the times (k+½)/w_i at which backend i
+// is due, for k = 0..w_i-1 (ties by index), using a heap.
+func deadlineSequence(ws []uint64, total uint64) []uint32 {
 	h := make(dueHeap, len(ws))
 	for i, w := range ws {
 		h[i] = due{index: uint32(i), weight: w}

@@ -17,6 +17,8 @@ type Pool struct {
 	Backends []Backend `json:"backends,omitempty"`
 	// Version is the configuration version in which the pool last changed.
 	Version uint64 `json:"version"`
+	// Upstream says how to connect to the backends.
+	Upstream Upstream `json:"upstream,omitzero"`
 }
 
 // Backend is one upstream server of a pool.
@@ -45,6 +47,11 @@ func Normalize(prefix string, p Pool) (Pool, error) {
 		}
 	}
 	out := Pool{Name: p.Name, PathPrefix: p.PathPrefix, Version: p.Version}
+	if up, err := NormalizeUpstream(prefix+".upstream", p.Upstream); err != nil {
+		add(err)
+	} else {
+		out.Upstream = up
+	}
 	add(ValidateName(prefix+".name", p.Name))
 	add(ValidatePathPrefix(prefix+".path_prefix", p.PathPrefix))
 	if len(p.Hosts) > MaxHosts {

@@ -114,8 +114,14 @@ func NormalizeHost(field, host string) (string, error) {
 	if h == "" {
 		return "", fieldErr(field, host, "must not be empty")
 	}
-	if _, err := netip.ParseAddr(strings.Trim(h, "[]")); err == nil {
-		return strings.Trim(h, "[]"), nil
+	if ip, err := netip.ParseAddr(strings.Trim(h, "[]")); err == nil {
+		if ip.Zone() != "" {
+			return "", fieldErr(field, host, "must not carry an IPv6 zone")
+		}
+		return ip.String(), nil
+	}
+	if strings.Contains(h, "%") {
+		return "", fieldErr(field, host, "must not carry an IPv6 zone")
 	}
 	if strings.Contains(h, ":") {
 		return "", fieldErr(field, host, "must be a host name without a port")
@@ -199,6 +205,7 @@ func NormalizeAddress(field, addr string) (string, error) {
 	if port < 1 || port > 65535 {
 		return "", fieldErr(field, addr, "port %d is out of range 1-65535", port)
 	}
+	host = strings.TrimSuffix(host, ".")
 	if ip, err := netip.ParseAddr(host); err == nil {
 		if ip.Zone() != "" {
 			return "", fieldErr(field, addr, "must not carry an IPv6 zone")
@@ -208,7 +215,7 @@ func NormalizeAddress(field, addr string) (string, error) {
 		}
 		return net.JoinHostPort(ip.String(), strconv.FormatUint(port, 10)), nil
 	}
-	lower := strings.ToLower(strings.TrimSuffix(host, "."))
+	lower := strings.ToLower(host)
 	if err := checkDNSName(lower); err != nil {
 		return "", fieldErr(field, addr, "host %s", err.Error())
 	}

@@ -321,7 +321,11 @@ type UpdatePoolRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Pool to update, found by name, carrying the new field values.
 	Pool *Pool `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
-	// Fields to replace: "hosts", "path_prefix", "backends". Empty: all of them.
+	// Fields to replace: "hosts", "path_prefix", "backends", "upstream" (all of
+	// it) or one upstream field ("upstream.protocol", "upstream.tls",
+	// "upstream.sni", "upstream.ca_pem", "upstream.insecure_skip_verify",
+	// "upstream.client_cert_pem", "upstream.client_key_pem",
+	// "upstream.host_header"). Empty: hosts, path_prefix, backends and upstream.
 	UpdateMask    *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

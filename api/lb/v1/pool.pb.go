@@ -21,6 +21,65 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// UpstreamProtocol is the protocol spoken to a pool's backends.
+type UpstreamProtocol int32
+
+const (
+	// Chosen per request: gRPC requests use HTTP/2 (h2 over TLS, h2c without),
+	// everything else HTTP/1.1.
+	UpstreamProtocol_UPSTREAM_PROTOCOL_UNSPECIFIED UpstreamProtocol = 0
+	// HTTP/1.1, over TLS when Upstream.tls is set. gRPC cannot use it.
+	UpstreamProtocol_UPSTREAM_PROTOCOL_HTTP1 UpstreamProtocol = 1
+	// HTTP/2 over TLS (needs Upstream.tls). WebSocket upgrades still use HTTP/1.1.
+	UpstreamProtocol_UPSTREAM_PROTOCOL_H2 UpstreamProtocol = 2
+	// HTTP/2 in cleartext with prior knowledge (no TLS). WebSocket upgrades
+	// still use HTTP/1.1.
+	UpstreamProtocol_UPSTREAM_PROTOCOL_H2C UpstreamProtocol = 3
+)
+
+// Enum value maps for UpstreamProtocol.
+var (
+	UpstreamProtocol_name = map[int32]string{
+		0: "UPSTREAM_PROTOCOL_UNSPECIFIED",
+		1: "UPSTREAM_PROTOCOL_HTTP1",
+		2: "UPSTREAM_PROTOCOL_H2",
+		3: "UPSTREAM_PROTOCOL_H2C",
+	}
+	UpstreamProtocol_value = map[string]int32{
+		"UPSTREAM_PROTOCOL_UNSPECIFIED": 0,
+		"UPSTREAM_PROTOCOL_HTTP1":       1,
+		"UPSTREAM_PROTOCOL_H2":          2,
+		"UPSTREAM_PROTOCOL_H2C":         3,
+	}
+)
+
+func (x UpstreamProtocol) Enum() *UpstreamProtocol {
+	p := new(UpstreamProtocol)
+	*p = x
+	return p
+}
+
+func (x UpstreamProtocol) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (UpstreamProtocol) Descriptor() protoreflect.EnumDescriptor {
+	return file_lb_v1_pool_proto_enumTypes[0].Descriptor()
+}
+
+func (UpstreamProtocol) Type() protoreflect.EnumType {
+	return &file_lb_v1_pool_proto_enumTypes[0]
+}
+
+func (x UpstreamProtocol) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use UpstreamProtocol.Descriptor instead.
+func (UpstreamProtocol) EnumDescriptor() ([]byte, []int) {
+	return file_lb_v1_pool_proto_rawDescGZIP(), []int{0}
+}
+
 // Pool is a named group of backends together with the routes that lead to it.
 // A request is routed to the pool whose hosts and path prefix match it most
 // specifically: exact host, then wildcard host, then any host; then the longest
@@ -41,7 +100,10 @@ type Pool struct {
 	// Backends requests are spread over, in the order they were added.
 	Backends []*Backend `protobuf:"bytes,4,rep,name=backends,proto3" json:"backends,omitempty"`
 	// Configuration version in which this pool last changed. Output only.
-	Version       uint64 `protobuf:"varint,5,opt,name=version,proto3" json:"version,omitempty"`
+	Version uint64 `protobuf:"varint,5,opt,name=version,proto3" json:"version,omitempty"`
+	// How the data planes talk to this pool's backends. Unset: plain HTTP,
+	// with the protocol chosen per request (see UpstreamProtocol).
+	Upstream      *Upstream `protobuf:"bytes,6,opt,name=upstream,proto3" json:"upstream,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -111,6 +173,137 @@ func (x *Pool) GetVersion() uint64 {
 	return 0
 }
 
+func (x *Pool) GetUpstream() *Upstream {
+	if x != nil {
+		return x.Upstream
+	}
+	return nil
+}
+
+// Upstream says how data planes connect to a pool's backends.
+type Upstream struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Protocol to the backends.
+	Protocol UpstreamProtocol `protobuf:"varint,1,opt,name=protocol,proto3,enum=lb.v1.UpstreamProtocol" json:"protocol,omitempty"`
+	// TLS to the backends. The certificate is verified against the system
+	// roots, or ca_pem when given, for the name in sni.
+	Tls bool `protobuf:"varint,2,opt,name=tls,proto3" json:"tls,omitempty"`
+	// SNI server name sent to, and verified against, the backends. Default:
+	// host_header when set, else the backend address's host.
+	Sni string `protobuf:"bytes,3,opt,name=sni,proto3" json:"sni,omitempty"`
+	// CA certificates (PEM) that backend certificates must chain to, instead of
+	// the system roots. Only with tls.
+	CaPem string `protobuf:"bytes,4,opt,name=ca_pem,json=caPem,proto3" json:"ca_pem,omitempty"`
+	// Skip verification of backend certificates. Only with tls; not with ca_pem.
+	InsecureSkipVerify bool `protobuf:"varint,5,opt,name=insecure_skip_verify,json=insecureSkipVerify,proto3" json:"insecure_skip_verify,omitempty"`
+	// Client certificate (PEM) presented to backends for mutual TLS; needs
+	// client_key_pem. Only with tls.
+	ClientCertPem string `protobuf:"bytes,6,opt,name=client_cert_pem,json=clientCertPem,proto3" json:"client_cert_pem,omitempty"`
+	// Private key (PEM) of client_cert_pem. Write-only: the admin API never
+	// returns it (reads show it empty and client_key_set true).
+	ClientKeyPem string `protobuf:"bytes,7,opt,name=client_key_pem,json=clientKeyPem,proto3" json:"client_key_pem,omitempty"`
+	// Host header sent to the backends instead of the client's. Empty: pass the
+	// client's Host through.
+	HostHeader string `protobuf:"bytes,8,opt,name=host_header,json=hostHeader,proto3" json:"host_header,omitempty"`
+	// Whether a client key is stored. Output only.
+	ClientKeySet  bool `protobuf:"varint,9,opt,name=client_key_set,json=clientKeySet,proto3" json:"client_key_set,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Upstream) Reset() {
+	*x = Upstream{}
+	mi := &file_lb_v1_pool_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Upstream) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Upstream) ProtoMessage() {}
+
+func (x *Upstream) ProtoReflect() protoreflect.Message {
+	mi := &file_lb_v1_pool_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Upstream.ProtoReflect.Descriptor instead.
+func (*Upstream) Descriptor() ([]byte, []int) {
+	return file_lb_v1_pool_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Upstream) GetProtocol() UpstreamProtocol {
+	if x != nil {
+		return x.Protocol
+	}
+	return UpstreamProtocol_UPSTREAM_PROTOCOL_UNSPECIFIED
+}
+
+func (x *Upstream) GetTls() bool {
+	if x != nil {
+		return x.Tls
+	}
+	return false
+}
+
+func (x *Upstream) GetSni() string {
+	if x != nil {
+		return x.Sni
+	}
+	return ""
+}
+
+func (x *Upstream) GetCaPem() string {
+	if x != nil {
+		return x.CaPem
+	}
+	return ""
+}
+
+func (x *Upstream) GetInsecureSkipVerify() bool {
+	if x != nil {
+		return x.InsecureSkipVerify
+	}
+	return false
+}
+
+func (x *Upstream) GetClientCertPem() string {
+	if x != nil {
+		return x.ClientCertPem
+	}
+	return ""
+}
+
+func (x *Upstream) GetClientKeyPem() string {
+	if x != nil {
+		return x.ClientKeyPem
+	}
+	return ""
+}
+
+func (x *Upstream) GetHostHeader() string {
+	if x != nil {
+		return x.HostHeader
+	}
+	return ""
+}
+
+func (x *Upstream) GetClientKeySet() bool {
+	if x != nil {
+		return x.ClientKeySet
+	}
+	return false
+}
+
 // Backend is one upstream server of a pool.
 type Backend struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -127,7 +320,7 @@ type Backend struct {
 
 func (x *Backend) Reset() {
 	*x = Backend{}
-	mi := &file_lb_v1_pool_proto_msgTypes[1]
+	mi := &file_lb_v1_pool_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -139,7 +332,7 @@ func (x *Backend) String() string {
 func (*Backend) ProtoMessage() {}
 
 func (x *Backend) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_v1_pool_proto_msgTypes[1]
+	mi := &file_lb_v1_pool_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -152,7 +345,7 @@ func (x *Backend) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backend.ProtoReflect.Descriptor instead.
 func (*Backend) Descriptor() ([]byte, []int) {
-	return file_lb_v1_pool_proto_rawDescGZIP(), []int{1}
+	return file_lb_v1_pool_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Backend) GetAddress() string {
@@ -173,17 +366,34 @@ var File_lb_v1_pool_proto protoreflect.FileDescriptor
 
 const file_lb_v1_pool_proto_rawDesc = "" +
 	"\n" +
-	"\x10lb/v1/pool.proto\x12\x05lb.v1\"\x97\x01\n" +
+	"\x10lb/v1/pool.proto\x12\x05lb.v1\"\xc4\x01\n" +
 	"\x04Pool\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05hosts\x18\x02 \x03(\tR\x05hosts\x12\x1f\n" +
 	"\vpath_prefix\x18\x03 \x01(\tR\n" +
 	"pathPrefix\x12*\n" +
 	"\bbackends\x18\x04 \x03(\v2\x0e.lb.v1.BackendR\bbackends\x12\x18\n" +
-	"\aversion\x18\x05 \x01(\x04R\aversion\";\n" +
+	"\aversion\x18\x05 \x01(\x04R\aversion\x12+\n" +
+	"\bupstream\x18\x06 \x01(\v2\x0f.lb.v1.UpstreamR\bupstream\"\xc1\x02\n" +
+	"\bUpstream\x123\n" +
+	"\bprotocol\x18\x01 \x01(\x0e2\x17.lb.v1.UpstreamProtocolR\bprotocol\x12\x10\n" +
+	"\x03tls\x18\x02 \x01(\bR\x03tls\x12\x10\n" +
+	"\x03sni\x18\x03 \x01(\tR\x03sni\x12\x15\n" +
+	"\x06ca_pem\x18\x04 \x01(\tR\x05caPem\x120\n" +
+	"\x14insecure_skip_verify\x18\x05 \x01(\bR\x12insecureSkipVerify\x12&\n" +
+	"\x0fclient_cert_pem\x18\x06 \x01(\tR\rclientCertPem\x12$\n" +
+	"\x0eclient_key_pem\x18\a \x01(\tR\fclientKeyPem\x12\x1f\n" +
+	"\vhost_header\x18\b \x01(\tR\n" +
+	"hostHeader\x12$\n" +
+	"\x0eclient_key_set\x18\t \x01(\bR\fclientKeySet\";\n" +
 	"\aBackend\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x16\n" +
-	"\x06weight\x18\x02 \x01(\rR\x06weightB)Z'github.com/lb-project/lb/api/lb/v1;lbv1b\x06proto3"
+	"\x06weight\x18\x02 \x01(\rR\x06weight*\x87\x01\n" +
+	"\x10UpstreamProtocol\x12!\n" +
+	"\x1dUPSTREAM_PROTOCOL_UNSPECIFIED\x10\x00\x12\x1b\n" +
+	"\x17UPSTREAM_PROTOCOL_HTTP1\x10\x01\x12\x18\n" +
+	"\x14UPSTREAM_PROTOCOL_H2\x10\x02\x12\x19\n" +
+	"\x15UPSTREAM_PROTOCOL_H2C\x10\x03B)Z'github.com/lb-project/lb/api/lb/v1;lbv1b\x06proto3"
 
 var (
 	file_lb_v1_pool_proto_rawDescOnce sync.Once
@@ -197,18 +407,23 @@ func file_lb_v1_pool_proto_rawDescGZIP() []byte {
 	return file_lb_v1_pool_proto_rawDescData
 }
 
-var file_lb_v1_pool_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_lb_v1_pool_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_lb_v1_pool_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
 var file_lb_v1_pool_proto_goTypes = []any{
-	(*Pool)(nil),    // 0: lb.v1.Pool
-	(*Backend)(nil), // 1: lb.v1.Backend
+	(UpstreamProtocol)(0), // 0: lb.v1.UpstreamProtocol
+	(*Pool)(nil),          // 1: lb.v1.Pool
+	(*Upstream)(nil),      // 2: lb.v1.Upstream
+	(*Backend)(nil),       // 3: lb.v1.Backend
 }
 var file_lb_v1_pool_proto_depIdxs = []int32{
-	1, // 0: lb.v1.Pool.backends:type_name -> lb.v1.Backend
-	1, // [1:1] is the sub-list for method output_type
-	1, // [1:1] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	3, // 0: lb.v1.Pool.backends:type_name -> lb.v1.Backend
+	2, // 1: lb.v1.Pool.upstream:type_name -> lb.v1.Upstream
+	0, // 2: lb.v1.Upstream.protocol:type_name -> lb.v1.UpstreamProtocol
+	3, // [3:3] is the sub-list for method output_type
+	3, // [3:3] is the sub-list for method input_type
+	3, // [3:3] is the sub-list for extension type_name
+	3, // [3:3] is the sub-list for extension extendee
+	0, // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_lb_v1_pool_proto_init() }
@@ -221,13 +436,14 @@ func file_lb_v1_pool_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lb_v1_pool_proto_rawDesc), len(file_lb_v1_pool_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   2,
+			NumEnums:      1,
+			NumMessages:   3,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
 		GoTypes:           file_lb_v1_pool_proto_goTypes,
 		DependencyIndexes: file_lb_v1_pool_proto_depIdxs,
+		EnumInfos:         file_lb_v1_pool_proto_enumTypes,
 		MessageInfos:      file_lb_v1_pool_proto_msgTypes,
 	}.Build()
 	File_lb_v1_pool_proto = out.File

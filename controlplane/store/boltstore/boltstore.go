@@ -104,6 +104,7 @@ func (s *Store) Update(ctx context.Context, fn func(tx store.Tx) error) (uint64,
 	}
 	var version uint64
 	var fnErr error
+	var wrote bool
 	err := s.db.Update(func(btx *bolt.Tx) error {
 		t := &tx{btx: btx, version: readVersion(btx) + 1}
 		if err := fn(t); err != nil {
@@ -123,6 +124,7 @@ func (s *Store) Update(ctx context.Context, fn func(tx store.Tx) error) (uint64,
 			return fmt.Errorf("write version: %w", err)
 		}
 		version = t.version
+		wrote = true
 		return nil
 	})
 	if fnErr != nil {
@@ -131,7 +133,9 @@ func (s *Store) Update(ctx context.Context, fn func(tx store.Tx) error) (uint64,
 	if err != nil {
 		return 0, s.wrapErr("commit", err)
 	}
-	s.notify()
+	if wrote {
+		s.notify()
+	}
 	return version, nil
 }
 
