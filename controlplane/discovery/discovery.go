@@ -31,8 +31,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	lbv1 "github.com/lb-project/lb/api/lb/v1"
-	"github.com/lb-project/lb/controlplane/apiconv"
 	"github.com/lb-project/lb/controlplane/store"
+	"github.com/lb-project/lb/internal/apiconv"
 )
 
 // Source is what the discovery server needs of the store.

@@ -19,10 +19,10 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	lbv1 "github.com/lb-project/lb/api/lb/v1"
-	"github.com/lb-project/lb/controlplane/apiconv"
 	"github.com/lb-project/lb/controlplane/discovery"
 	"github.com/lb-project/lb/controlplane/store"
 	"github.com/lb-project/lb/controlplane/store/boltstore"
+	"github.com/lb-project/lb/internal/apiconv"
 	"github.com/lb-project/lb/internal/poolspec"
 )
 

@@ -14,7 +14,9 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"sort"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -26,6 +28,8 @@ import (
 
 	lbv1 "github.com/lb-project/lb/api/lb/v1"
 	"github.com/lb-project/lb/dataplane/routing"
+	"github.com/lb-project/lb/dataplane/upstream"
+	"github.com/lb-project/lb/internal/apiconv"
 	"github.com/lb-project/lb/internal/poolspec"
 )
 
@@ -37,6 +41,9 @@ type Config struct {
 	NodeID string
 	// Table receives every applied routing table. Required.
 	Table *routing.Current
+	// Transports provides the upstream transports of the pools; unused ones
+	// are released after each update. Default: a cache with default options.
+	Transports *upstream.Cache
 	// Logger receives the client's log lines. Default: a null logger.
 	Logger hclog.Logger
 	// MinBackoff is the first reconnect delay. Default 100ms.
@@ -80,6 +87,9 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
+	}
+	if cfg.Transports == nil {
+		cfg.Transports = upstream.NewCache(upstream.Options{})
 	}
 	if cfg.MinBackoff <= 0 {
 		cfg.MinBackoff = 100 * time.Millisecond
@@ -196,11 +206,16 @@ func (c *Client) apply(resp *lbv1.StreamConfigResponse) error {
 		return err
 	}
 	prev := c.cfg.Table.Load()
-	t, err := routing.Build(prev, next)
+	t, err := routing.Build(prev, next, c.cfg.Transports)
 	if err != nil {
 		return fmt.Errorf("build routing table: %w", err)
 	}
 	c.cfg.Table.Store(t)
+	inUse := make(map[upstream.Settings]bool, len(next.Pools))
+	for _, p := range next.Pools {
+		inUse[p.Upstream] = true
+	}
+	c.cfg.Transports.Retain(inUse)
 	if next.Version < cur.Version {
 		c.log.Warn("control plane sent an older version than the one applied; its store may have been reset",
 			"applied", cur.Version, "received", next.Version)
@@ -244,18 +259,44 @@ func merge(cur routing.Config, resp *lbv1.StreamConfigResponse) (routing.Config,
 
 // poolFromProto validates a pool message and converts it.
 func poolFromProto(field string, pb *lbv1.Pool) (routing.PoolConfig, error) {
-	spec := poolspec.Pool{Name: pb.GetName(), Hosts: pb.GetHosts(), PathPrefix: pb.GetPathPrefix(), Version: pb.GetVersion()}
-	for _, b := range pb.GetBackends() {
-		spec.Backends = append(spec.Backends, poolspec.Backend{Address: b.GetAddress(), Weight: b.GetWeight()})
-	}
+	spec := apiconv.PoolFromProto(pb)
 	norm, err := poolspec.Normalize(field, spec)
 	if err != nil {
 		return routing.PoolConfig{}, err
 	}
 	out := routing.PoolConfig{Name: norm.Name, Hosts: norm.Hosts, PathPrefix: norm.PathPrefix, Version: norm.Version,
-		Backends: make([]routing.Backend, len(norm.Backends))}
+		Backends: make([]routing.Backend, len(norm.Backends)), HostHeader: norm.Upstream.HostHeader,
+		Upstream: settings(norm.Upstream)}
 	for i, b := range norm.Backends {
 		out.Backends[i] = routing.Backend{Address: b.Address, Weight: b.Weight}
 	}
 	return out, nil
+}
+
+// settings derives the transport settings of a validated upstream. The SNI
+// name defaults to the Host rewrite's host, so that a pool that rewrites Host
+// for a virtual-hosted upstream also names it in TLS.
+func settings(u poolspec.Upstream) upstream.Settings {
+	s := upstream.Settings{
+		TLS: u.TLS, ServerName: u.SNI, CAPEM: u.CAPEM, InsecureSkipVerify: u.InsecureSkipVerify,
+		ClientCertPEM: u.ClientCertPEM, ClientKeyPEM: u.ClientKeyPEM,
+	}
+	switch u.Protocol {
+	case poolspec.ProtocolHTTP1:
+		s.Protocol = upstream.HTTP1
+	case poolspec.ProtocolH2:
+		s.Protocol = upstream.H2
+	case poolspec.ProtocolH2C:
+		s.Protocol = upstream.H2C
+	default:
+		s.Protocol = upstream.Auto
+	}
+	if s.TLS && s.ServerName == "" && u.HostHeader != "" {
+		host := u.HostHeader
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		s.ServerName = strings.Trim(host, "[]")
+	}
+	return s
 }

@@ -56,7 +56,7 @@ func BenchmarkProxyHandler(b *testing.B) {
 	cur := &routing.Current{}
 	tab, err := routing.Build(nil, routing.Config{Version: 1, Pools: []routing.PoolConfig{
 		poolOf("web", []string{"bench.example.com"}, "", backendAddr(backend)),
-	}})
+	}}, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

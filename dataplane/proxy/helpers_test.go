@@ -66,7 +66,7 @@ func (e *proxyEnv) addr() string { return e.server.Listener.Addr().String() }
 // store builds a table of pools and publishes it.
 func (e *proxyEnv) store(t testing.TB, pools ...routing.PoolConfig) {
 	t.Helper()
-	tab, err := routing.Build(nil, routing.Config{Version: 1, Pools: pools})
+	tab, err := routing.Build(nil, routing.Config{Version: 1, Pools: pools}, nil)
 	if err != nil {
 		t.Fatalf("routing.Build: %v", err)
 	}

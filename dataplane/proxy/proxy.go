@@ -24,14 +24,19 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/lb-project/lb/dataplane/routing"
+	"github.com/lb-project/lb/dataplane/upstream"
 )
 
 // Config configures a Handler.
 type Config struct {
 	// Table is the routing table in use. Required.
 	Table *routing.Current
-	// Transport forwards requests to backends. Default: NewTransport().
+	// Transport forwards requests for pools built without a transport of
+	// their own. Default: NewTransport().
 	Transport http.RoundTripper
+	// WebSocketIdleTimeout closes a tunnelled (upgraded) connection after
+	// this long without traffic in either direction. Default 10m.
+	WebSocketIdleTimeout time.Duration
 	// Logger receives the proxy's log lines. Default: a null logger.
 	Logger hclog.Logger
 }
@@ -40,6 +45,7 @@ type Config struct {
 type Handler struct {
 	table     *routing.Current
 	transport http.RoundTripper
+	wsIdle    time.Duration
 	log       hclog.Logger
 }
 
@@ -54,12 +60,15 @@ func New(cfg Config) *Handler {
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
 	}
-	return &Handler{table: cfg.Table, transport: cfg.Transport, log: cfg.Logger}
+	if cfg.WebSocketIdleTimeout <= 0 {
+		cfg.WebSocketIdleTimeout = 10 * time.Minute
+	}
+	return &Handler{table: cfg.Table, transport: cfg.Transport, wsIdle: cfg.WebSocketIdleTimeout, log: cfg.Logger}
 }
 
-// NewTransport returns the upstream transport: HTTP/1.1 with keep-alive,
-// a large idle pool per backend so connections are reused under load, no
-// proxy from the environment and no transparent decompression.
+// NewTransport returns the default upstream transport: HTTP/1.1 with
+// keep-alive, a large idle pool per backend so connections are reused under
+// load, no proxy from the environment and no transparent decompression.
 func NewTransport() *http.Transport {
 	d := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
 	return &http.Transport{
@@ -78,36 +87,52 @@ func NewTransport() *http.Transport {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	t := h.table.Load()
 	if t == nil {
-		plainError(w, http.StatusServiceUnavailable, "not ready: no configuration received from the control plane yet\n")
+		h.fail(w, r, http.StatusServiceUnavailable, grpcUnavailable, "not ready: no configuration received from the control plane yet")
 		return
 	}
 	pool := t.Match(normalizeHost(r.Host), r.URL.Path)
 	if pool == nil {
-		plainError(w, http.StatusNotFound, "no route: no pool matches this host and path\n")
+		h.fail(w, r, http.StatusNotFound, grpcUnimplemented, "no route: no pool matches this host and path")
 		return
 	}
 	b := pool.Pick()
 	if b == nil {
-		plainError(w, http.StatusServiceUnavailable, "no backend: pool "+pool.Name+" has no backends\n")
+		h.fail(w, r, http.StatusServiceUnavailable, grpcUnavailable, "no backend: pool "+pool.Name+" has no backends")
 		return
 	}
 	if h.log.IsDebug() {
 		h.log.Debug("upstream peer is", "peer", b.Address, "pool", pool.Name)
 	}
 
-	outreq := prepareOutbound(r, b.Address)
-	resp, err := h.transport.RoundTrip(outreq)
+	upgrade := upgradeType(r)
+	outreq := prepareOutbound(r, pool, b.Address, upgrade)
+	var rt http.RoundTripper = h.transport
+	if pool.Transport != nil {
+		rt = pool.Transport
+	}
+	resp, err := rt.RoundTrip(outreq)
 	if err != nil {
 		h.upstreamError(w, r, pool.Name, b.Address, err)
 		return
 	}
 	defer resp.Body.Close()
 
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		h.tunnel(w, r, resp, upgrade, pool.Name, b.Address)
+		return
+	}
+
 	dst := w.Header()
 	for k, vv := range resp.Header {
 		dst[k] = vv
 	}
 	removeHopByHop(dst)
+	if upgrade != "" {
+		// The backend refused the upgrade. Whatever the client sent after
+		// its request was meant for a tunnel that does not exist: close the
+		// connection after this response rather than parse it as requests.
+		dst["Connection"] = connectionClose
+	}
 	if len(resp.Trailer) > 0 {
 		keys := make([]string, 0, len(resp.Trailer))
 		for k := range resp.Trailer {
@@ -115,13 +140,20 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		dst["Trailer"] = keys
 	}
+	// Streams (unknown length, gRPC) are flushed as they go, headers first,
+	// so that server-streaming calls and event streams are not held back.
+	flush := resp.ContentLength < 0 || upstream.IsGRPC(r)
 	w.WriteHeader(resp.StatusCode)
-	if err := copyBody(w, resp.Body, resp.ContentLength < 0); err != nil {
+	if flush {
+		_ = http.NewResponseController(w).Flush()
+	}
+	if err := copyBody(w, resp.Body, flush); err != nil {
 		if r.Context().Err() == nil {
 			h.log.Warn("response body copy failed", "pool", pool.Name, "peer", b.Address, "error", err)
 		}
-		// The status line is out: abort the connection so the client sees a
-		// truncated response rather than a short one that looks complete.
+		// The status line is out: abort the connection (or HTTP/2 stream)
+		// so the client sees a truncated response rather than a short one
+		// that looks complete.
 		panic(http.ErrAbortHandler)
 	}
 	for k, vv := range resp.Trailer {
@@ -133,8 +165,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // place. The server has already read everything it needs from r (keep-alive
 // decisions are taken before the handler runs), so reusing r saves copying
 // the request, its URL and its headers.
-func prepareOutbound(r *http.Request, addr string) *http.Request {
-	r.URL.Scheme = "http"
+func prepareOutbound(r *http.Request, pool *routing.Pool, addr, upgrade string) *http.Request {
+	r.URL.Scheme = pool.Scheme
+	if r.URL.Scheme == "" {
+		r.URL.Scheme = "http"
+	}
 	r.URL.Host = addr
 	r.RequestURI = ""
 	r.Close = false
@@ -142,6 +177,10 @@ func prepareOutbound(r *http.Request, addr string) *http.Request {
 		r.Body = nil // http.NoBody or empty: send no body
 	}
 	removeHopByHop(r.Header)
+	if upgrade != "" {
+		r.Header["Connection"] = connectionUpgrade
+		r.Header["Upgrade"] = []string{upgrade}
+	}
 	if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
 		if prior, ok := r.Header["X-Forwarded-For"]; ok && len(prior) > 0 {
 			r.Header["X-Forwarded-For"] = []string{strings.Join(prior, ", ") + ", " + ip}
@@ -158,6 +197,9 @@ func prepareOutbound(r *http.Request, addr string) *http.Request {
 		// Set, not appended: a client-supplied value must not be trusted.
 		r.Header["X-Forwarded-Host"] = []string{r.Host}
 	}
+	if pool.HostHeader != "" {
+		r.Host = pool.HostHeader
+	}
 	if _, ok := r.Header["User-Agent"]; !ok {
 		// Keep Go's transport from inventing a User-Agent the client did not send.
 		r.Header["User-Agent"] = emptyValue
@@ -165,11 +207,26 @@ func prepareOutbound(r *http.Request, addr string) *http.Request {
 	return r
 }
 
+// upgradeType returns the protocol an HTTP/1.1 request asks to upgrade to,
+// when the proxy passes that upgrade through (WebSocket only), else "".
+func upgradeType(r *http.Request) string {
+	if r.ProtoMajor != 1 || !hasToken(r.Header["Connection"], "upgrade") {
+		return ""
+	}
+	up := r.Header["Upgrade"]
+	if len(up) != 1 || !strings.EqualFold(strings.TrimSpace(up[0]), "websocket") {
+		return ""
+	}
+	return up[0]
+}
+
 // Shared, never-modified header values.
 var (
-	protoHTTP  = []string{"http"}
-	protoHTTPS = []string{"https"}
-	emptyValue = []string{""}
+	protoHTTP         = []string{"http"}
+	protoHTTPS        = []string{"https"}
+	emptyValue        = []string{""}
+	connectionClose   = []string{"close"}
+	connectionUpgrade = []string{"Upgrade"}
 )
 
 // hopByHop are the headers that describe one connection, not the message
@@ -230,38 +287,61 @@ func (h *Handler) upstreamError(w http.ResponseWriter, r *http.Request, pool, ad
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded) {
 		h.log.Warn("upstream timed out", "pool", pool, "peer", addr, "error", err)
-		plainError(w, http.StatusGatewayTimeout, "gateway timeout: backend "+addr+" did not answer in time\n")
+		h.fail(w, r, http.StatusGatewayTimeout, grpcUnavailable, "gateway timeout: backend "+addr+" did not answer in time")
 		return
 	}
-	h.log.Warn("upstream unreachable", "pool", pool, "peer", addr, "error", err)
-	plainError(w, http.StatusBadGateway, "bad gateway: backend "+addr+" unreachable: "+reason(err)+"\n")
+	reason := upstream.DescribeError(err)
+	h.log.Warn("upstream unreachable", "pool", pool, "peer", addr, "reason", reason, "error", err)
+	h.fail(w, r, http.StatusBadGateway, grpcUnavailable, "bad gateway: backend "+addr+" unreachable: "+reason)
 }
 
-// reason shortens a transport error to its innermost cause.
-func reason(err error) string {
-	var oe *net.OpError
-	if errors.As(err, &oe) && oe.Err != nil {
-		err = oe.Err
-	}
-	s := err.Error()
-	if i := strings.LastIndex(s, ": "); i >= 0 && i+2 < len(s) {
-		s = s[i+2:]
-	}
-	return s
-}
+// gRPC status codes the proxy answers with.
+const (
+	grpcUnimplemented = "12"
+	grpcUnavailable   = "14"
+)
 
-func plainError(w http.ResponseWriter, code int, body string) {
-	h := w.Header()
-	h["Content-Type"] = textPlain
-	h["X-Content-Type-Options"] = noSniff
+// fail answers a request the proxy cannot forward: as a gRPC status
+// (HTTP 200, trailers-only, grpc-status and grpc-message) for gRPC clients,
+// else with the HTTP status and msg as a plain-text body.
+func (h *Handler) fail(w http.ResponseWriter, r *http.Request, code int, grpcCode, msg string) {
+	hdr := w.Header()
+	if upstream.IsGRPC(r) {
+		hdr["Content-Type"] = grpcContentType
+		hdr["Grpc-Status"] = []string{grpcCode}
+		hdr["Grpc-Message"] = []string{grpcEncodeMessage(msg)}
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	hdr["Content-Type"] = textPlain
+	hdr["X-Content-Type-Options"] = noSniff
 	w.WriteHeader(code)
-	_, _ = io.WriteString(w, body)
+	_, _ = io.WriteString(w, msg+"\n")
 }
 
 var (
-	textPlain = []string{"text/plain; charset=utf-8"}
-	noSniff   = []string{"nosniff"}
+	textPlain       = []string{"text/plain; charset=utf-8"}
+	noSniff         = []string{"nosniff"}
+	grpcContentType = []string{"application/grpc"}
 )
+
+// grpcEncodeMessage percent-encodes a grpc-message value as the gRPC
+// HTTP/2 protocol requires: bytes outside printable ASCII, and '%'.
+func grpcEncodeMessage(msg string) string {
+	const hex = "0123456789ABCDEF"
+	var b strings.Builder
+	for i := 0; i < len(msg); i++ {
+		c := msg[i]
+		if c >= 0x20 && c <= 0x7e && c != '%' {
+			b.WriteByte(c)
+			continue
+		}
+		b.WriteByte('%')
+		b.WriteByte(hex[c>>4])
+		b.WriteByte(hex[c&15])
+	}
+	return b.String()
+}
 
 // normalizeHost strips the port and a trailing dot from a Host header value
 // and lower-cases it, allocating only when it must change case.

@@ -21,6 +21,7 @@ import (
 	"sync/atomic"
 
 	"github.com/lb-project/lb/dataplane/selector"
+	"github.com/lb-project/lb/dataplane/upstream"
 )
 
 // Backend is one upstream server of a pool, as configured.
@@ -43,6 +44,15 @@ type PoolConfig struct {
 	Backends []Backend `json:"backends"`
 	// Version in which the pool last changed.
 	Version uint64 `json:"version"`
+	// Upstream says how to connect to the backends.
+	Upstream upstream.Settings `json:"upstream"`
+	// HostHeader replaces the client's Host header when set.
+	HostHeader string `json:"host_header,omitempty"`
+}
+
+// TransportSource provides the shared transport for upstream settings.
+type TransportSource interface {
+	Transport(s upstream.Settings) (*upstream.Transport, error)
 }
 
 // Config is one whole configuration version.
@@ -57,6 +67,12 @@ type Config struct {
 // counter.
 type Pool struct {
 	PoolConfig
+	// Transport reaches the pool's backends; nil when the table was built
+	// without a TransportSource (the proxy then uses its default).
+	Transport *upstream.Transport
+	// Scheme is "https" for TLS backends, else "http".
+	Scheme string
+
 	prefix   string // PathPrefix, "/" when empty
 	selector selector.Selector
 }
@@ -80,12 +96,13 @@ type Table struct {
 	anyHost  []*Pool            // pools without hosts, longest prefix first
 }
 
-// Build builds the table for cfg. Pools whose backends (addresses and weights,
+// Build builds the table for cfg, taking each pool's transport from tp (which
+// may be nil). Pools whose backends (addresses and weights,
 // in order) are the same as in prev keep prev's selector, so their rotation
 // carries on rather than restarting. prev may be nil. Build refuses a
 // configuration in which two pools claim the same host and path prefix, or
 // names a pool twice.
-func Build(prev *Table, cfg Config) (*Table, error) {
+func Build(prev *Table, cfg Config, tp TransportSource) (*Table, error) {
 	t := &Table{
 		version:  cfg.Version,
 		exact:    make(map[string][]*Pool),
@@ -99,7 +116,14 @@ func Build(prev *Table, cfg Config) (*Table, error) {
 			return nil, fmt.Errorf("pool %q appears twice", pc.Name)
 		}
 		seen[pc.Name] = true
-		p := &Pool{PoolConfig: pc, prefix: pc.PathPrefix}
+		p := &Pool{PoolConfig: pc, prefix: pc.PathPrefix, Scheme: pc.Upstream.Scheme()}
+		if tp != nil {
+			t, err := tp.Transport(pc.Upstream)
+			if err != nil {
+				return nil, fmt.Errorf("pool %q: %w", pc.Name, err)
+			}
+			p.Transport = t
+		}
 		if p.prefix == "" {
 			p.prefix = "/"
 		}

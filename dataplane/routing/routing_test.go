@@ -21,7 +21,7 @@ func pool(name string, hosts []string, prefix string, addrs ...string) routing.P
 // build builds cfg on prev and fails the test on error.
 func build(t testing.TB, prev *routing.Table, cfg routing.Config) *routing.Table {
 	t.Helper()
-	tbl, err := routing.Build(prev, cfg)
+	tbl, err := routing.Build(prev, cfg, nil)
 	if err != nil {
 		t.Fatalf("Build: %v", err)
 	}
@@ -170,7 +170,7 @@ func TestBuildErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tbl, err := routing.Build(nil, routing.Config{Version: 3, Pools: tt.pools})
+			tbl, err := routing.Build(nil, routing.Config{Version: 3, Pools: tt.pools}, nil)
 			if err == nil || err.Error() != tt.want {
 				t.Fatalf("Build error = %v, want %q", err, tt.want)
 			}

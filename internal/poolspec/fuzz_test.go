@@ -35,6 +35,7 @@ func FuzzNormalizeAddress(f *testing.F) {
 		"[]:80",
 		"*.example.com:80",
 		"a..b:80",
+		"0.0.0.0.:1", // once accepted as "0.0.0.0:1"
 	} {
 		f.Add(s)
 	}
@@ -92,6 +93,7 @@ func FuzzNormalizeHost(f *testing.F) {
 		"[2001:db8::1]",
 		"[2001:db8::1]:80",
 		"fe80::1%eth0",
+		"::% ", // once accepted unchanged, space and all
 		"example.com:80",
 		"a..b",
 		"-a.com",

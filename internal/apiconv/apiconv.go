@@ -1,6 +1,6 @@
 // Package apiconv converts between the API's protobuf messages (lbv1) and the
-// control plane's own pool types (poolspec). It is the only place in the
-// control plane where the two meet.
+// plain pool types of internal/poolspec. The control plane's servers and the
+// data plane's config client use it; nothing else sees both.
 package apiconv
 
 import (
