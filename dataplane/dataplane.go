@@ -18,9 +18,11 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/lb-project/lb/dataplane/admin"
+	"github.com/lb-project/lb/dataplane/certs"
 	"github.com/lb-project/lb/dataplane/configclient"
 	"github.com/lb-project/lb/dataplane/proxy"
 	"github.com/lb-project/lb/dataplane/routing"
+	"github.com/lb-project/lb/dataplane/upstream"
 )
 
 // Config configures a data plane. The zero value of each field means its
@@ -34,6 +36,19 @@ type Config struct {
 	Listen string
 	// AdminListen is the admin HTTP listen address. Default "127.0.0.1:9901".
 	AdminListen string
+	// TLSListen is the TLS listen address (HTTP/1.1 and HTTP/2 by ALPN);
+	// empty: no TLS listener. Needs certificates in TLSCerts or TLSDir.
+	TLSListen string
+	// TLSCerts are certificate/key file pairs; the first is the default.
+	TLSCerts []certs.Pair
+	// TLSDir holds further NAME.crt/NAME.key (or NAME.pem) pairs.
+	TLSDir string
+	// CertReloadInterval is how often certificate files are checked for
+	// changes. Default 2s.
+	CertReloadInterval time.Duration
+	// WebSocketIdleTimeout closes upgraded connections idle this long.
+	// Default 10m.
+	WebSocketIdleTimeout time.Duration
 	// DrainTimeout bounds how long shutdown waits for requests in flight.
 	// Default 10s.
 	DrainTimeout time.Duration
@@ -68,40 +83,85 @@ func (c Config) withDefaults() (Config, error) {
 }
 
 // Run serves until ctx is done, then drains in-flight requests (up to
-// DrainTimeout) and returns.
-func Run(ctx context.Context, cfg Config) error {
+// DrainTimeout) and returns. reload, when not nil, asks for certificate files
+// to be re-read (the command wires it to SIGHUP).
+func Run(ctx context.Context, cfg Config, reload <-chan struct{}) error {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return fmt.Errorf("dataplane: %w", err)
 	}
 	log := cfg.Logger
 
+	var certStore *certs.Store
+	if cfg.TLSListen != "" {
+		if len(cfg.TLSCerts) == 0 && cfg.TLSDir == "" {
+			return errors.New("dataplane: --tls-listen needs --tls-cert/--tls-key or --tls-dir")
+		}
+		certStore, err = certs.New(certs.Config{Pairs: cfg.TLSCerts, Dir: cfg.TLSDir, Logger: log.Named("certs")})
+		if err != nil {
+			return fmt.Errorf("dataplane: %w", err)
+		}
+	} else if len(cfg.TLSCerts) > 0 || cfg.TLSDir != "" {
+		return errors.New("dataplane: certificates given without --tls-listen")
+	}
+
 	var table routing.Current
+	transports := upstream.NewCache(upstream.Options{})
 	cc, err := configclient.New(configclient.Config{
-		Address: cfg.ControlPlane, NodeID: cfg.NodeID, Table: &table, Logger: log.Named("configclient"),
+		Address: cfg.ControlPlane, NodeID: cfg.NodeID, Table: &table, Transports: transports,
+		Logger: log.Named("configclient"),
 	})
 	if err != nil {
 		return fmt.Errorf("dataplane: %w", err)
 	}
 
-	proxyLis, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("dataplane: listen on %s: %w", cfg.Listen, err)
+	var listeners []net.Listener
+	closeAll := func() {
+		for _, l := range listeners {
+			l.Close()
+		}
 	}
-	adminLis, err := net.Listen("tcp", cfg.AdminListen)
+	listen := func(addr, what string) (net.Listener, error) {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			closeAll()
+			return nil, fmt.Errorf("dataplane: %s listen on %s: %w", what, addr, err)
+		}
+		listeners = append(listeners, l)
+		return l, nil
+	}
+	proxyLis, err := listen(cfg.Listen, "proxy")
 	if err != nil {
-		proxyLis.Close()
-		return fmt.Errorf("dataplane: admin listen on %s: %w", cfg.AdminListen, err)
+		return err
+	}
+	adminLis, err := listen(cfg.AdminListen, "admin")
+	if err != nil {
+		return err
+	}
+	var tlsLis net.Listener
+	if certStore != nil {
+		if tlsLis, err = listen(cfg.TLSListen, "TLS"); err != nil {
+			return err
+		}
 	}
 
 	errLog := log.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true, ForceLevel: hclog.Debug})
-	proxySrv := &http.Server{
-		Handler:           proxy.New(proxy.Config{Table: &table, Logger: log.Named("proxy")}),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          errLog,
+	handler := proxy.New(proxy.Config{Table: &table, WebSocketIdleTimeout: cfg.WebSocketIdleTimeout, Logger: log.Named("proxy")})
+	newProxyServer := func(protos *http.Protocols) *http.Server {
+		return &http.Server{
+			Handler:           handler,
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       120 * time.Second,
+			MaxHeaderBytes:    64 << 10,
+			ErrorLog:          errLog,
+			Protocols:         protos,
+		}
 	}
+	// The plain listener speaks HTTP/1.1 and, with prior knowledge, h2c.
+	plainProtos := new(http.Protocols)
+	plainProtos.SetHTTP1(true)
+	plainProtos.SetUnencryptedHTTP2(true)
+	servers := []*http.Server{newProxyServer(plainProtos)}
 	adminSrv := &http.Server{
 		Handler:           admin.Handler(cfg.NodeID, cfg.ControlPlane, cc),
 		ReadHeaderTimeout: 5 * time.Second,
@@ -110,15 +170,33 @@ func Run(ctx context.Context, cfg Config) error {
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errc := make(chan error, 3)
-	go func() { errc <- cc.Run(runCtx) }()
-	go func() { errc <- serve(proxySrv, proxyLis, "proxy") }()
-	go func() { errc <- serve(adminSrv, adminLis, "admin") }()
+	errc := make(chan error, 5)
+	pending := 0
+	goRun := func(fn func() error) {
+		pending++
+		go func() { errc <- fn() }()
+	}
+	goRun(func() error { return cc.Run(runCtx) })
+	goRun(func() error { return serve(servers[0], proxyLis, "proxy") })
+	goRun(func() error { return serve(adminSrv, adminLis, "admin") })
+	if certStore != nil {
+		// The TLS listener negotiates HTTP/2 or HTTP/1.1 by ALPN.
+		tlsProtos := new(http.Protocols)
+		tlsProtos.SetHTTP1(true)
+		tlsProtos.SetHTTP2(true)
+		tlsSrv := newProxyServer(tlsProtos)
+		tlsSrv.TLSConfig = certStore.TLSConfig()
+		servers = append(servers, tlsSrv)
+		goRun(func() error { return serveTLS(tlsSrv, tlsLis) })
+		goRun(func() error {
+			watchCerts(runCtx, certStore, cfg.CertReloadInterval, reload, log)
+			return nil
+		})
+	}
 	log.Info("data plane serving", "node", cfg.NodeID, "listen", proxyLis.Addr().String(),
-		"admin_listen", adminLis.Addr().String(), "control_plane", cfg.ControlPlane)
+		"tls_listen", cfg.TLSListen, "admin_listen", adminLis.Addr().String(), "control_plane", cfg.ControlPlane)
 
 	var runErr error
-	pending := 3
 	select {
 	case <-ctx.Done():
 	case runErr = <-errc:
@@ -128,11 +206,14 @@ func Run(ctx context.Context, cfg Config) error {
 	cancel()
 	drainCtx, drainCancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
 	defer drainCancel()
-	if err := proxySrv.Shutdown(drainCtx); err != nil {
-		log.Warn("drain timed out; closing remaining connections", "error", err)
-		proxySrv.Close()
+	for _, srv := range servers {
+		if err := srv.Shutdown(drainCtx); err != nil {
+			log.Warn("drain timed out; closing remaining connections", "error", err)
+			srv.Close()
+		}
 	}
 	adminSrv.Close()
+	transports.CloseIdleConnections()
 	for ; pending > 0; pending-- {
 		if err := <-errc; err != nil && runErr == nil {
 			runErr = err
@@ -141,9 +222,36 @@ func Run(ctx context.Context, cfg Config) error {
 	return runErr
 }
 
+// watchCerts re-reads certificate files when they change on disk and when
+// asked through reload, until ctx is done.
+func watchCerts(ctx context.Context, store *certs.Store, interval time.Duration, reload <-chan struct{}, log hclog.Logger) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		store.Run(ctx, interval)
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			<-done
+			return
+		case <-reload:
+			log.Info("reloading certificates on request")
+			_, _ = store.Reload() // logs its own outcome; a failure keeps the old set
+		}
+	}
+}
+
 func serve(srv *http.Server, lis net.Listener, name string) error {
 	if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("dataplane: %s server: %w", name, err)
+	}
+	return nil
+}
+
+func serveTLS(srv *http.Server, lis net.Listener) error {
+	if err := srv.ServeTLS(lis, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("dataplane: TLS server: %w", err)
 	}
 	return nil
 }

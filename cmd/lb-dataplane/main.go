@@ -1,5 +1,6 @@
-// Command lb-dataplane proxies HTTP traffic to the backends configured in the
-// control plane. See the README for the full reference.
+// Command lb-dataplane proxies HTTP/1.1, HTTP/2, gRPC and WebSocket traffic to
+// the backends configured in the control plane. See the README for the full
+// reference.
 package main
 
 import (
@@ -8,24 +9,39 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/lb-project/lb/dataplane"
+	"github.com/lb-project/lb/dataplane/certs"
 	"github.com/lb-project/lb/internal/logging"
 )
+
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, ",") }
+func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 
 func main() {
 	fs := flag.NewFlagSet("lb-dataplane", flag.ContinueOnError)
 	cp := fs.String("controlplane", "127.0.0.1:7400", "control plane gRPC `address`")
 	nodeID := fs.String("node-id", "", "`id` of this data plane in the fleet (default: the host name)")
-	listen := fs.String("listen", "127.0.0.1:6188", "proxy HTTP listen `address`")
+	listen := fs.String("listen", "127.0.0.1:6188", "proxy listen `address`: HTTP/1.1 and h2c (HTTP/2 with prior knowledge)")
+	tlsListen := fs.String("tls-listen", "", "TLS proxy listen `address`: HTTP/1.1 and HTTP/2 by ALPN (needs --tls-cert/--tls-key or --tls-dir)")
+	var certFiles, keyFiles stringList
+	fs.Var(&certFiles, "tls-cert", "certificate `file` (PEM, chain allowed); repeatable, paired in order with --tls-key; the first is the default for clients without a matching SNI name")
+	fs.Var(&keyFiles, "tls-key", "private key `file` (PEM) for the --tls-cert at the same position; repeatable")
+	tlsDir := fs.String("tls-dir", "", "`directory` of certificates: NAME.crt with NAME.key, or NAME.pem holding both")
+	reloadEvery := fs.Duration("cert-reload-interval", 2*time.Second, "how often certificate files are checked for changes (SIGHUP reloads at once)")
 	adminListen := fs.String("admin-listen", "127.0.0.1:9901", "admin HTTP listen `address` (/healthz, /readyz, /config)")
+	wsIdle := fs.Duration("websocket-idle-timeout", 10*time.Minute, "close WebSocket (upgraded) connections idle this long in both directions")
 	drain := fs.Duration("drain-timeout", 10*time.Second, "how long shutdown waits for requests in flight")
 	logLevel := fs.String("log-level", "info", "log `level`: "+logging.Levels)
 	logFormat := fs.String("log-format", "text", "log `format`: "+logging.Formats)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: lb-dataplane [flags]\n\nProxies HTTP traffic to the backends configured in the control plane.\n\nFlags:\n")
+		fmt.Fprintf(fs.Output(), "Usage: lb-dataplane [flags]\n\nProxies HTTP/1.1, HTTP/2, gRPC and WebSocket traffic to the backends configured in the control plane.\nSIGHUP re-reads the TLS certificate files.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(os.Args[1:]); err != nil {
@@ -34,17 +50,37 @@ func main() {
 		}
 		os.Exit(2)
 	}
+	if len(certFiles) != len(keyFiles) {
+		fmt.Fprintf(os.Stderr, "lb-dataplane: %d --tls-cert but %d --tls-key flags; give them in pairs\n", len(certFiles), len(keyFiles))
+		os.Exit(2)
+	}
 	log, err := logging.New("lb-dataplane", *logLevel, *logFormat, os.Stderr)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "lb-dataplane:", err)
 		os.Exit(2)
 	}
+	var pairs []certs.Pair
+	for i := range certFiles {
+		pairs = append(pairs, certs.Pair{CertFile: certFiles[i], KeyFile: keyFiles[i]})
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	reload := make(chan struct{}, 1)
+	go func() {
+		for range hup {
+			select {
+			case reload <- struct{}{}:
+			default:
+			}
+		}
+	}()
 	err = dataplane.Run(ctx, dataplane.Config{
 		ControlPlane: *cp, NodeID: *nodeID, Listen: *listen, AdminListen: *adminListen,
-		DrainTimeout: *drain, Logger: log,
-	})
+		TLSListen: *tlsListen, TLSCerts: pairs, TLSDir: *tlsDir, CertReloadInterval: *reloadEvery,
+		WebSocketIdleTimeout: *wsIdle, DrainTimeout: *drain, Logger: log,
+	}, reload)
 	if err != nil {
 		log.Error("exiting", "error", err)
 		os.Exit(1)

@@ -172,9 +172,16 @@ type dataPlane struct {
 
 func startDataPlane(t *testing.T, cpAddr, nodeID string) *dataPlane {
 	t.Helper()
+	return startDataPlaneWith(t, cpAddr, nodeID)
+}
+
+// startDataPlaneWith starts a data plane with extra flags (e.g. --tls-listen).
+func startDataPlaneWith(t *testing.T, cpAddr, nodeID string, extra ...string) *dataPlane {
+	t.Helper()
 	dp := &dataPlane{addr: freeAddr(t), admin: freeAddr(t)}
-	dp.proc = start(t, "lb-dataplane", "--controlplane", cpAddr, "--node-id", nodeID,
-		"--listen", dp.addr, "--admin-listen", dp.admin, "--log-level", "debug")
+	args := append([]string{"--controlplane", cpAddr, "--node-id", nodeID,
+		"--listen", dp.addr, "--admin-listen", dp.admin, "--log-level", "debug"}, extra...)
+	dp.proc = start(t, "lb-dataplane", args...)
 	waitFor(t, 20*time.Second, "data plane admin to answer", func() bool {
 		resp, err := http.Get("http://" + dp.admin + "/healthz")
 		if err == nil {
