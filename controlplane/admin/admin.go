@@ -125,10 +125,12 @@ func (s *Server) UpdatePool(ctx context.Context, req *lbv1.UpdatePoolRequest) (*
 		}
 	}
 	in := withDefaultWeights(apiconv.PoolFromProto(req.GetPool()))
-	// Validate the request on its own first, so errors name the request's fields.
-	if _, err := poolspec.Normalize("pool", in); err != nil {
+	if err := poolspec.ValidateName("pool.name", in.Name); err != nil {
 		return nil, s.refuse(ctx, err)
 	}
+	// The rest is validated once merged into the stored pool: a masked
+	// field (say upstream.sni) is only meaningful together with the stored
+	// ones (upstream.tls).
 	var stored poolspec.Pool
 	v, err := s.store.Update(ctx, func(tx store.Tx) error {
 		cur, ok := tx.Pool(in.Name)
@@ -152,7 +154,7 @@ func (s *Server) UpdatePool(ctx context.Context, req *lbv1.UpdatePoolRequest) (*
 		}
 		next, err := poolspec.Normalize("pool", next)
 		if err != nil {
-			return invalid(err)
+			return s.refuse(ctx, err)
 		}
 		if err := checkRoutes(next, tx.Pools()); err != nil {
 			return err

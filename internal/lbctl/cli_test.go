@@ -9,6 +9,12 @@ import (
 	"time"
 )
 
+// nothingToUpdate is the error of "pool update" without a change.
+const nothingToUpdate = "lbctl: nothing to update; give --host, --clear-hosts, --path-prefix, " +
+	"--upstream-protocol, --upstream-tls, --sni, --clear-sni, --ca-file, --clear-ca, --insecure-skip-verify, " +
+	"--client-cert with --client-key, --clear-client-cert, --host-header or --clear-host-header; " +
+	"see 'lbctl pool update --help'\n"
+
 // TestUsageErrors checks command line mistakes: each is reported on one line
 // with a pointer to the help, exits ExitUsage and sends nothing.
 func TestUsageErrors(t *testing.T) {
@@ -52,11 +58,11 @@ func TestUsageErrors(t *testing.T) {
 		{"remove-backend without pool", []string{"remove-backend", "10.0.0.5:8080"},
 			"lbctl: --pool is required; see 'lbctl remove-backend --help'\n"},
 		{"update with nothing", []string{"pool", "update", "web"},
-			"lbctl: nothing to update; give --host, --clear-hosts or --path-prefix; see 'lbctl pool update --help'\n"},
+			nothingToUpdate},
 		{"update hosts and clear", []string{"pool", "update", "web", "--host", "a.example.com", "--clear-hosts"},
 			"lbctl: --host and --clear-hosts cannot be used together; see 'lbctl pool update --help'\n"},
 		{"update clear-hosts=false", []string{"pool", "update", "web", "--clear-hosts=false"},
-			"lbctl: nothing to update; give --host, --clear-hosts or --path-prefix; see 'lbctl pool update --help'\n"},
+			nothingToUpdate},
 		{"create bad backend weight", []string{"pool", "create", "web", "--backend", "10.0.0.5:8080=x"},
 			"lbctl: invalid --backend \"10.0.0.5:8080=x\": weight \"x\" is not a whole number; it must be a whole number from 1 to 10000; see 'lbctl pool create --help'\n"},
 		{"create backend without address", []string{"pool", "create", "web", "--backend", "=3"},

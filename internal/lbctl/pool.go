@@ -21,6 +21,7 @@ and path prefix whose requests are routed to it.
 Backends of an existing pool are managed with add-backend, remove-backend and
 set-weight.`,
 		Example: `  lbctl pool create web --host www.example.com --backend 10.0.0.5:8080
+  lbctl pool create origin --upstream-tls --sni one.one.one.one --host-header one.one.one.one --backend 1.1.1.1:443 --backend 1.0.0.1:443
   lbctl pool list
   lbctl pool get web
   lbctl pool update web --path-prefix /app/
@@ -43,20 +44,29 @@ func (a *app) newPoolCreateCmd() *cobra.Command {
 		hosts      []string
 		pathPrefix string
 		backends   []string
+		upstream   upstreamFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "create NAME",
 		Short: "Create a pool",
-		Long: `Create the pool NAME, optionally with hosts, a path prefix and backends.
+		Long: `Create the pool NAME, optionally with hosts, a path prefix, backends and the
+way the data planes connect to the backends.
 
 NAME is 1 to 63 characters of a-z, 0-9, '-', '_' and '.', starting and ending
 with a letter or digit. Without --host the pool matches any host; without
 --path-prefix it matches every path ("/"). Each --backend is HOST:PORT with an
 optional =WEIGHT (1 to 10000, default 1); IPv6 addresses are written in
-brackets.`,
+brackets.
+
+` + upstreamHelp,
 		Example: `  lbctl pool create web
   lbctl pool create web --host www.example.com --host example.com --path-prefix /app/ \
-      --backend 10.0.0.5:8080 --backend 10.0.0.6:8080=3 --backend '[fd00::7]:8080'`,
+      --backend 10.0.0.5:8080 --backend 10.0.0.6:8080=3 --backend '[fd00::7]:8080'
+  # Proxy to a public HTTPS origin, verifying its certificate for one.one.one.one:
+  lbctl pool create origin --upstream-tls --sni one.one.one.one --host-header one.one.one.one --backend 1.1.1.1:443 --backend 1.0.0.1:443
+  # gRPC backends over TLS with a private CA and a client certificate:
+  lbctl pool create grpc --upstream-protocol h2 --upstream-tls --ca-file ca.pem \
+      --client-cert client.pem --client-key client-key.pem --backend 10.0.1.5:8443`,
 		Args: exactArgs("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			pool := &lbv1.Pool{Name: args[0], Hosts: hosts, PathPrefix: pathPrefix}
@@ -66,6 +76,13 @@ brackets.`,
 					return &usageError{cmdPath: cmd.CommandPath(), err: err}
 				}
 				pool.Backends = append(pool.Backends, b)
+			}
+			up, err := upstream.build(cmd)
+			if err != nil {
+				return err
+			}
+			if len(up.paths) > 0 {
+				pool.Upstream = up.upstream
 			}
 			return a.withClient(cmd.Context(), func(ctx context.Context, c lbv1.AdminServiceClient) error {
 				resp, err := c.CreatePool(ctx, &lbv1.CreatePoolRequest{Pool: pool})
@@ -82,6 +99,7 @@ brackets.`,
 	f.StringSliceVar(&hosts, "host", nil, "host name the pool serves, exact or *.domain (repeatable)")
 	f.StringVar(&pathPrefix, "path-prefix", "", `path prefix the pool serves, starting with "/" (default "/")`)
 	f.StringArrayVar(&backends, "backend", nil, "backend HOST:PORT[=WEIGHT] (repeatable)")
+	upstream.register(cmd, false)
 	return cmd
 }
 
@@ -90,8 +108,11 @@ func (a *app) newPoolListCmd() *cobra.Command {
 		Use:   "list",
 		Short: "List pools",
 		Long: `List every pool, ordered by name, with its hosts ("*" for any host), path
-prefix, number of backends and the configuration version in which it last
-changed.`,
+prefix, number of backends, upstream protocol and the configuration version in
+which it last changed.
+
+UPSTREAM is the protocol to the backends (auto, http1, h2 or h2c), followed by
+"+tls" when they are reached over TLS.`,
 		Example: `  lbctl pool list
   lbctl pool list -o json`,
 		Aliases: []string{"ls"},
@@ -113,7 +134,11 @@ func (a *app) newPoolGetCmd() *cobra.Command {
 		Use:   "get NAME",
 		Short: "Show a pool and its backends",
 		Long: `Show the pool NAME: its hosts, path prefix and the configuration version in
-which it last changed, then its backends and their weights.`,
+which it last changed, how the data planes connect to its backends when that
+was configured (protocol, TLS, SNI, CA, certificate verification, client
+certificate and Host header), then its backends and their weights.
+
+The client private key is never shown; the control plane does not return it.`,
 		Example: `  lbctl pool get web
   lbctl pool get web -o json`,
 		Args: exactArgs("NAME"),
@@ -135,19 +160,35 @@ func (a *app) newPoolUpdateCmd() *cobra.Command {
 		hosts      []string
 		clearHosts bool
 		pathPrefix string
+		upstream   upstreamFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "update NAME",
-		Short: "Change the hosts or path prefix of a pool",
-		Long: `Change the hosts or the path prefix of the pool NAME in one atomic change.
+		Short: "Change the hosts, path prefix or upstream settings of a pool",
+		Long: `Change the hosts, the path prefix or the way the data planes connect to the
+backends of the pool NAME, in one atomic change.
 
 Only the fields given are changed: --host replaces all the hosts with the ones
 given, --clear-hosts removes them all (the pool then matches any host), and
 --path-prefix replaces the path prefix (an empty value means "/"). Backends
-are changed with add-backend, remove-backend and set-weight.`,
+are changed with add-backend, remove-backend and set-weight.
+
+Each upstream flag changes only its own setting and leaves the others as they
+are; --upstream-tls=false and --insecure-skip-verify=false turn those off,
+and --clear-sni, --clear-ca, --clear-client-cert (certificate and key) and
+--clear-host-header remove those settings.
+
+` + upstreamHelp,
 		Example: `  lbctl pool update web --host www.example.com --host example.com
   lbctl pool update web --clear-hosts
-  lbctl pool update web --path-prefix /api/`,
+  lbctl pool update web --path-prefix /api/
+  # Switch a pool to a public HTTPS origin:
+  lbctl pool update origin --upstream-tls --sni one.one.one.one --host-header one.one.one.one
+  # Rotate the client certificate, or stop using a private CA:
+  lbctl pool update grpc --client-cert client.pem --client-key client-key.pem
+  lbctl pool update grpc --clear-ca
+  # Choose the protocol per request again:
+  lbctl pool update grpc --upstream-protocol auto`,
 		Args: exactArgs("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
@@ -168,8 +209,18 @@ are changed with add-backend, remove-backend and set-weight.`,
 				pool.PathPrefix = pathPrefix
 				paths, what = append(paths, "path_prefix"), append(what, "path prefix set to "+pathText(pathPrefix))
 			}
+			up, err := upstream.build(cmd)
+			if err != nil {
+				return err
+			}
+			if len(up.paths) > 0 {
+				pool.Upstream = up.upstream
+				paths, what = append(paths, up.paths...), append(what, up.what...)
+			}
 			if len(paths) == 0 {
-				return usagef(cmd, "nothing to update; give --host, --clear-hosts or --path-prefix")
+				return usagef(cmd, "nothing to update; give --host, --clear-hosts, --path-prefix, "+
+					"--upstream-protocol, --upstream-tls, --sni, --clear-sni, --ca-file, --clear-ca, --insecure-skip-verify, "+
+					"--client-cert with --client-key, --clear-client-cert, --host-header or --clear-host-header")
 			}
 			req := &lbv1.UpdatePoolRequest{Pool: pool, UpdateMask: &fieldmaskpb.FieldMask{Paths: paths}}
 			return a.withClient(cmd.Context(), func(ctx context.Context, c lbv1.AdminServiceClient) error {
@@ -187,6 +238,7 @@ are changed with add-backend, remove-backend and set-weight.`,
 	f.StringSliceVar(&hosts, "host", nil, "host name the pool serves, exact or *.domain (repeatable; replaces all hosts)")
 	f.BoolVar(&clearHosts, "clear-hosts", false, "remove all hosts, so the pool matches any host")
 	f.StringVar(&pathPrefix, "path-prefix", "", `new path prefix, starting with "/" (empty means "/")`)
+	upstream.register(cmd, true)
 	return cmd
 }
 

@@ -94,16 +94,16 @@ func TestCommandsAgainstServer(t *testing.T) {
 			args:    []string{"pool", "list"},
 			resp:    &lbv1.ListPoolsResponse{Pools: []*lbv1.Pool{{Name: "api", Version: 2}, webPool}, Version: 9},
 			wantReq: &lbv1.ListPoolsRequest{},
-			stdout: "NAME  HOSTS                        PATH   BACKENDS  VERSION\n" +
-				"api   *                            /      0         2\n" +
-				"web   www.example.com,example.com  /app/  2         7\n",
+			stdout: "NAME  HOSTS                        PATH   BACKENDS  UPSTREAM  VERSION\n" +
+				"api   *                            /      0         auto      2\n" +
+				"web   www.example.com,example.com  /app/  2         auto      7\n",
 		},
 		{
 			name:    "pool list empty",
 			args:    []string{"pool", "ls"},
 			resp:    &lbv1.ListPoolsResponse{Version: 1},
 			wantReq: &lbv1.ListPoolsRequest{},
-			stdout:  "NAME  HOSTS  PATH  BACKENDS  VERSION\n",
+			stdout:  "NAME  HOSTS  PATH  BACKENDS  UPSTREAM  VERSION\n",
 		},
 		{
 			name:    "pool get",
