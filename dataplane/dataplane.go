@@ -16,10 +16,12 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"golang.org/x/net/http2"
 
 	"github.com/lb-project/lb/dataplane/admin"
 	"github.com/lb-project/lb/dataplane/certs"
 	"github.com/lb-project/lb/dataplane/configclient"
+	"github.com/lb-project/lb/dataplane/h1guard"
 	"github.com/lb-project/lb/dataplane/proxy"
 	"github.com/lb-project/lb/dataplane/routing"
 	"github.com/lb-project/lb/dataplane/upstream"
@@ -152,9 +154,10 @@ func Run(ctx context.Context, cfg Config, reload <-chan struct{}) error {
 			Handler:           handler,
 			ReadHeaderTimeout: 10 * time.Second,
 			IdleTimeout:       120 * time.Second,
-			MaxHeaderBytes:    64 << 10,
+			MaxHeaderBytes:    h1guard.MaxHeadBytes,
 			ErrorLog:          errLog,
 			Protocols:         protos,
+			ConnContext:       h1guard.WithConn,
 		}
 	}
 	// The plain listener speaks HTTP/1.1 and, with prior knowledge, h2c.
@@ -177,17 +180,27 @@ func Run(ctx context.Context, cfg Config, reload <-chan struct{}) error {
 		go func() { errc <- fn() }()
 	}
 	goRun(func() error { return cc.Run(runCtx) })
-	goRun(func() error { return serve(servers[0], proxyLis, "proxy") })
+	goRun(func() error { return serve(servers[0], h1guard.Listener{Listener: proxyLis}, "proxy") })
 	goRun(func() error { return serve(adminSrv, adminLis, "admin") })
 	if certStore != nil {
-		// The TLS listener negotiates HTTP/2 or HTTP/1.1 by ALPN.
+		// The TLS listener negotiates HTTP/2 or HTTP/1.1 by ALPN; tlsMux
+		// completes handshakes so that HTTP/1.1 gets the guard too.
 		tlsProtos := new(http.Protocols)
 		tlsProtos.SetHTTP1(true)
-		tlsProtos.SetHTTP2(true)
 		tlsSrv := newProxyServer(tlsProtos)
-		tlsSrv.TLSConfig = certStore.TLSConfig()
+		h2srv := &http2.Server{IdleTimeout: tlsSrv.IdleTimeout}
+		if err := http2.ConfigureServer(tlsSrv, h2srv); err != nil {
+			return fmt.Errorf("dataplane: configure HTTP/2: %w", err)
+		}
+		mux := &tlsMux{ln: tlsLis, tlsConfig: certStore.TLSConfig(), h1: newChanListener(tlsLis.Addr()),
+			h2: h2srv, srv: tlsSrv, log: log.Named("tls")}
 		servers = append(servers, tlsSrv)
-		goRun(func() error { return serveTLS(tlsSrv, tlsLis) })
+		goRun(func() error { return serve(tlsSrv, mux.h1, "TLS") })
+		goRun(func() error {
+			err := mux.serve(runCtx)
+			mux.wait()
+			return err
+		})
 		goRun(func() error {
 			watchCerts(runCtx, certStore, cfg.CertReloadInterval, reload, log)
 			return nil
@@ -203,7 +216,9 @@ func Run(ctx context.Context, cfg Config, reload <-chan struct{}) error {
 		pending--
 	}
 	log.Info("data plane stopping", "drain_timeout", cfg.DrainTimeout)
-	cancel()
+	if tlsLis != nil {
+		tlsLis.Close() // the mux's accept loop does not belong to an http.Server
+	}
 	drainCtx, drainCancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
 	defer drainCancel()
 	for _, srv := range servers {
@@ -213,6 +228,7 @@ func Run(ctx context.Context, cfg Config, reload <-chan struct{}) error {
 		}
 	}
 	adminSrv.Close()
+	cancel()
 	transports.CloseIdleConnections()
 	for ; pending > 0; pending-- {
 		if err := <-errc; err != nil && runErr == nil {
@@ -245,13 +261,6 @@ func watchCerts(ctx context.Context, store *certs.Store, interval time.Duration,
 func serve(srv *http.Server, lis net.Listener, name string) error {
 	if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("dataplane: %s server: %w", name, err)
-	}
-	return nil
-}
-
-func serveTLS(srv *http.Server, lis net.Listener) error {
-	if err := srv.ServeTLS(lis, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("dataplane: TLS server: %w", err)
 	}
 	return nil
 }

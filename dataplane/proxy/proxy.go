@@ -13,6 +13,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/lb-project/lb/dataplane/h1guard"
 	"github.com/lb-project/lb/dataplane/routing"
 	"github.com/lb-project/lb/dataplane/upstream"
 )
@@ -85,6 +87,20 @@ func NewTransport() *http.Transport {
 
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == h1guard.RejectPath {
+		if reason := h1guard.Rejected(r.Context()); reason != "" {
+			h.log.Info("request refused", "client", r.RemoteAddr, "reason", reason)
+			w.Header()["Connection"] = connectionClose
+			h.fail(w, r, http.StatusBadRequest, grpcUnavailable, "bad request: "+reason)
+			return
+		}
+	}
+	upgrade := upgradeType(r)
+	if upgrade != "" {
+		// Until the backend answers 101, what follows the request on this
+		// connection is not HTTP; any answer but 101 closes it.
+		w.Header()["Connection"] = connectionClose
+	}
 	t := h.table.Load()
 	if t == nil {
 		h.fail(w, r, http.StatusServiceUnavailable, grpcUnavailable, "not ready: no configuration received from the control plane yet")
@@ -104,7 +120,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.log.Debug("upstream peer is", "peer", b.Address, "pool", pool.Name)
 	}
 
-	upgrade := upgradeType(r)
 	outreq := prepareOutbound(r, pool, b.Address, upgrade)
 	var rt http.RoundTripper = h.transport
 	if pool.Transport != nil {
@@ -188,7 +203,7 @@ func prepareOutbound(r *http.Request, pool *routing.Pool, addr, upgrade string) 
 			r.Header["X-Forwarded-For"] = []string{ip}
 		}
 	}
-	if r.TLS != nil {
+	if isTLS(r) {
 		r.Header["X-Forwarded-Proto"] = protoHTTPS
 	} else {
 		r.Header["X-Forwarded-Proto"] = protoHTTP
@@ -205,6 +220,22 @@ func prepareOutbound(r *http.Request, pool *routing.Pool, addr, upgrade string) 
 		r.Header["User-Agent"] = emptyValue
 	}
 	return r
+}
+
+// isTLS reports whether r arrived over TLS, also for HTTP/1.1 connections
+// that net/http sees through h1guard (and so without r.TLS).
+func isTLS(r *http.Request) bool {
+	if r.TLS != nil {
+		return true
+	}
+	if r.ProtoMajor != 1 {
+		return false
+	}
+	if gc, ok := h1guard.FromContext(r.Context()); ok {
+		_, tlsConn := gc.Unwrap().(*tls.Conn)
+		return tlsConn
+	}
+	return false
 }
 
 // upgradeType returns the protocol an HTTP/1.1 request asks to upgrade to,
@@ -280,8 +311,10 @@ func hasToken(values []string, token string) bool {
 // upstreamError answers a request whose backend exchange failed.
 func (h *Handler) upstreamError(w http.ResponseWriter, r *http.Request, pool, addr string, err error) {
 	if r.Context().Err() != nil {
-		// The client went away; there is nobody to answer.
+		// The client went away (or half-closed its connection, which
+		// net/http takes for the same); answer in case it still reads.
 		h.log.Debug("client canceled request", "pool", pool, "peer", addr)
+		h.fail(w, r, http.StatusBadGateway, grpcUnavailable, "bad gateway: the client canceled the request before backend "+addr+" answered")
 		return
 	}
 	var ne net.Error
