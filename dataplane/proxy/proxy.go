@@ -18,6 +18,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -384,6 +385,10 @@ func normalizeHost(host string) string {
 	}
 	if host[0] == '[' {
 		if i := strings.IndexByte(host, ']'); i > 0 {
+			// Routes hold IPv6 addresses in canonical form (poolspec).
+			if ip, err := netip.ParseAddr(host[1:i]); err == nil {
+				return ip.String()
+			}
 			return strings.ToLower(host[1:i])
 		}
 		return ""

@@ -55,6 +55,7 @@ var matchTable = routing.Config{Version: 1, Pools: []routing.PoolConfig{
 	pool("wild-example", []string{"*.example.com"}, "", "10.0.2.3:80"),
 	pool("wild-example-v2", []string{"*.example.com"}, "/v2", "10.0.2.4:80"),
 	pool("multi", []string{"m1.org", "*.m2.org"}, "/", "10.0.3.1:80"),
+	pool("wild-net", []string{"*.net"}, "", "10.0.3.2:80"),
 }}
 
 func TestMatch(t *testing.T) {
@@ -80,6 +81,9 @@ func TestMatch(t *testing.T) {
 		// The longest wildcard wins, at any depth below it.
 		{"c.d.b.example.com", "/", "wild-b"},
 		{"x.y.example.com", "/", "wild-example"},
+		{"x.net", "/", "wild-net"},
+		{"a.b.c.net", "/", "wild-net"},
+		{"net", "/", "any"},
 		// A wildcard does not match its bare domain.
 		{"b.example.com", "/", "wild-example"},
 		{"example.com", "/", "any"},
@@ -451,6 +455,7 @@ func BenchmarkMatch(b *testing.B) {
 func BenchmarkMatchPick(b *testing.B) {
 	tbl := build(b, nil, benchConfig(1000))
 	b.ReportAllocs()
+	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			if p := tbl.Match("svc0.example.com", "/p0/x"); p != nil {

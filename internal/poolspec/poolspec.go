@@ -210,7 +210,7 @@ func NormalizeAddress(field, addr string) (string, error) {
 		if ip.Zone() != "" {
 			return "", fieldErr(field, addr, "must not carry an IPv6 zone")
 		}
-		if ip.IsUnspecified() {
+		if ip.Unmap().IsUnspecified() {
 			return "", fieldErr(field, addr, "host %s is the unspecified address; give a reachable address", host)
 		}
 		return net.JoinHostPort(ip.String(), strconv.FormatUint(port, 10)), nil
