@@ -386,8 +386,13 @@ func normalizeHost(host string) string {
 	if host[0] == '[' {
 		if i := strings.IndexByte(host, ']'); i > 0 {
 			// Routes hold IPv6 addresses in canonical form (poolspec).
-			if ip, err := netip.ParseAddr(host[1:i]); err == nil {
-				return ip.String()
+			lit := host[1:i]
+			if ip, err := netip.ParseAddr(lit); err == nil {
+				var buf [64]byte
+				if canon := ip.AppendTo(buf[:0]); string(canon) != lit {
+					return string(canon)
+				}
+				return lit
 			}
 			return strings.ToLower(host[1:i])
 		}
