@@ -180,7 +180,8 @@ func Run(ctx context.Context, cfg Config, reload <-chan struct{}) error {
 		go func() { errc <- fn() }()
 	}
 	goRun(func() error { return cc.Run(runCtx) })
-	goRun(func() error { return serve(servers[0], h1guard.Listener{Listener: proxyLis}, "proxy") })
+	plainSrv := servers[0]
+	goRun(func() error { return serve(plainSrv, h1guard.Listener{Listener: proxyLis}, "proxy") })
 	goRun(func() error { return serve(adminSrv, adminLis, "admin") })
 	if certStore != nil {
 		// The TLS listener negotiates HTTP/2 or HTTP/1.1 by ALPN; tlsMux
@@ -259,7 +260,9 @@ func watchCerts(ctx context.Context, store *certs.Store, interval time.Duration,
 }
 
 func serve(srv *http.Server, lis net.Listener, name string) error {
-	if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	// net.ErrClosed: the TLS listener, closed first at shutdown, closes the
+	// listener the TLS server reads its connections from.
+	if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 		return fmt.Errorf("dataplane: %s server: %w", name, err)
 	}
 	return nil

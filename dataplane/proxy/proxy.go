@@ -160,7 +160,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// so that server-streaming calls and event streams are not held back.
 	flush := resp.ContentLength < 0 || upstream.IsGRPC(r)
 	w.WriteHeader(resp.StatusCode)
-	if flush {
+	// A gRPC "trailers-only" answer carries its status in the headers and
+	// must reach the client as one HEADERS frame that ends the stream, so
+	// it is not flushed early; net/http sends it so when the handler returns.
+	if _, trailersOnly := resp.Header["Grpc-Status"]; flush && !trailersOnly {
 		_ = http.NewResponseController(w).Flush()
 	}
 	if err := copyBody(w, resp.Body, flush); err != nil {

@@ -88,7 +88,9 @@ func (h *Handler) clientToBackend(conn net.Conn, buffered *bufio.Reader, dst io.
 	defer bufPool.Put(bp)
 	buf := *bp
 	for {
-		_ = conn.SetReadDeadline(time.Now().Add(h.wsIdle))
+		// The deadline is one idle period after the last traffic in either
+		// direction, so an idle tunnel closes after exactly that period.
+		_ = conn.SetReadDeadline(time.Unix(0, last.Load()).Add(h.wsIdle))
 		n, err := conn.Read(buf)
 		if n > 0 {
 			last.Store(time.Now().UnixNano())
@@ -98,10 +100,10 @@ func (h *Handler) clientToBackend(conn net.Conn, buffered *bufio.Reader, dst io.
 		}
 		if err != nil {
 			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() && time.Since(time.Unix(0, last.Load())) < h.wsIdle {
-				continue // the other direction was busy
-			}
 			if errors.As(err, &ne) && ne.Timeout() {
+				if time.Since(time.Unix(0, last.Load())) < h.wsIdle {
+					continue // the other direction was busy
+				}
 				h.log.Debug("closing idle tunnel", "idle_timeout", h.wsIdle)
 			}
 			return err
