@@ -54,7 +54,8 @@ type Config struct {
 
 // Status is what the client has applied and whether it is connected.
 type Status struct {
-	// Connected is true while a stream to the control plane is open.
+	// Connected is true from the first message received on a stream until
+	// that stream ends.
 	Connected bool
 	// Config is the configuration applied last; Version 0 before the first.
 	Config routing.Config
@@ -242,11 +243,17 @@ func merge(cur routing.Config, resp *lbv1.StreamConfigResponse) (routing.Config,
 			delete(byName, name)
 		}
 	}
+	seen := make(map[string]bool, len(resp.GetPools()))
 	for i, pb := range resp.GetPools() {
-		p, err := poolFromProto(fmt.Sprintf("pools[%d]", i), pb)
+		field := fmt.Sprintf("pools[%d]", i)
+		p, err := poolFromProto(field, pb)
 		if err != nil {
 			return routing.Config{}, err
 		}
+		if seen[p.Name] {
+			return routing.Config{}, fmt.Errorf("%s.name %q: is listed twice in the update", field, p.Name)
+		}
+		seen[p.Name] = true
 		byName[p.Name] = p
 	}
 	next := routing.Config{Version: resp.GetVersion(), Pools: make([]routing.PoolConfig, 0, len(byName))}
