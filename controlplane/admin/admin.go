@@ -99,13 +99,16 @@ func (s *Server) ListPools(ctx context.Context, _ *lbv1.ListPoolsRequest) (*lbv1
 	return resp, nil
 }
 
-// updatableFields are the update_mask paths UpdatePool accepts; an empty
-// mask means the first four.
-var updatableFields = []string{
-	"hosts", "path_prefix", "backends", "upstream",
-	"upstream.protocol", "upstream.tls", "upstream.sni", "upstream.ca_pem", "upstream.insecure_skip_verify",
-	"upstream.client_cert_pem", "upstream.client_key_pem", "upstream.host_header",
+// updatable are the top-level Pool fields UpdatePool may change; message
+// fields may also be named field by field ("upstream.sni"). An empty mask
+// replaces all of them.
+var updatable = []string{
+	"hosts", "path_prefix", "backends", "upstream", "load_balancing",
+	"health_check", "outlier_detection", "retry", "timeouts",
 }
+
+// outputOnly are paths a caller may not set.
+var outputOnly = []string{"upstream.client_key_set"}
 
 // UpdatePool implements lbv1.AdminServiceServer.
 func (s *Server) UpdatePool(ctx context.Context, req *lbv1.UpdatePoolRequest) (*lbv1.UpdatePoolResponse, error) {
@@ -114,45 +117,38 @@ func (s *Server) UpdatePool(ctx context.Context, req *lbv1.UpdatePoolRequest) (*
 	}
 	paths := req.GetUpdateMask().GetPaths()
 	if len(paths) == 0 {
-		paths = updatableFields[:4]
+		paths = updatable
 	}
 	for i, path := range paths {
-		if !slices.Contains(updatableFields, path) {
+		root, _, _ := strings.Cut(path, ".")
+		err := apiconv.ApplyMask(&lbv1.Pool{}, &lbv1.Pool{}, path)
+		if !slices.Contains(updatable, root) || slices.Contains(outputOnly, path) || err != nil {
 			return nil, s.refuse(ctx, &poolspec.FieldError{
 				Field: fmt.Sprintf("update_mask.paths[%d]", i), Value: path,
-				Reason: "is not an updatable field; use hosts, path_prefix, backends, upstream or upstream.FIELD",
+				Reason: "is not an updatable field; use " + strings.Join(updatable, ", ") + " or one of their fields (upstream.sni)",
 			})
 		}
 	}
-	in := withDefaultWeights(apiconv.PoolFromProto(req.GetPool()))
-	if err := poolspec.ValidateName("pool.name", in.Name); err != nil {
+	if err := poolspec.ValidateName("pool.name", req.GetPool().GetName()); err != nil {
 		return nil, s.refuse(ctx, err)
 	}
-	// The rest is validated once merged into the stored pool: a masked
+	name := req.GetPool().GetName()
+	// The request is validated once merged into the stored pool: a masked
 	// field (say upstream.sni) is only meaningful together with the stored
 	// ones (upstream.tls).
 	var stored poolspec.Pool
 	v, err := s.store.Update(ctx, func(tx store.Tx) error {
-		cur, ok := tx.Pool(in.Name)
+		cur, ok := tx.Pool(name)
 		if !ok {
-			return poolNotFound(in.Name)
+			return poolNotFound(name)
 		}
-		next := cur.Clone()
+		merged := apiconv.PoolToProto(cur)
 		for _, path := range paths {
-			switch path {
-			case "hosts":
-				next.Hosts = in.Hosts
-			case "path_prefix":
-				next.PathPrefix = in.PathPrefix
-			case "backends":
-				next.Backends = in.Backends
-			case "upstream":
-				next.Upstream = in.Upstream
-			default:
-				setUpstreamField(&next.Upstream, in.Upstream, strings.TrimPrefix(path, "upstream."))
+			if err := apiconv.ApplyMask(merged, req.GetPool(), path); err != nil {
+				return s.refuse(ctx, &poolspec.FieldError{Field: "update_mask", Value: path, Reason: err.Error()})
 			}
 		}
-		next, err := poolspec.Normalize("pool", next)
+		next, err := poolspec.Normalize("pool", withDefaultWeights(apiconv.PoolFromProto(merged)))
 		if err != nil {
 			return s.refuse(ctx, err)
 		}
@@ -164,33 +160,11 @@ func (s *Server) UpdatePool(ctx context.Context, req *lbv1.UpdatePoolRequest) (*
 		return nil
 	})
 	if err != nil {
-		return nil, s.fail(ctx, "UpdatePool", in.Name, err)
+		return nil, s.fail(ctx, "UpdatePool", name, err)
 	}
 	stored.Version = v
-	s.logChange(ctx, "pool updated", in.Name, v, "fields", paths)
+	s.logChange(ctx, "pool updated", name, v, "fields", paths)
 	return &lbv1.UpdatePoolResponse{Pool: apiconv.PublicPool(stored), Version: v}, nil
-}
-
-// setUpstreamField copies one upstream field, named as in the API, from src.
-func setUpstreamField(dst *poolspec.Upstream, src poolspec.Upstream, field string) {
-	switch field {
-	case "protocol":
-		dst.Protocol = src.Protocol
-	case "tls":
-		dst.TLS = src.TLS
-	case "sni":
-		dst.SNI = src.SNI
-	case "ca_pem":
-		dst.CAPEM = src.CAPEM
-	case "insecure_skip_verify":
-		dst.InsecureSkipVerify = src.InsecureSkipVerify
-	case "client_cert_pem":
-		dst.ClientCertPEM = src.ClientCertPEM
-	case "client_key_pem":
-		dst.ClientKeyPEM = src.ClientKeyPEM
-	case "host_header":
-		dst.HostHeader = src.HostHeader
-	}
 }
 
 // DeletePool implements lbv1.AdminServiceServer.
@@ -266,8 +240,11 @@ func (s *Server) RemoveBackend(ctx context.Context, req *lbv1.RemoveBackendReque
 // UpdateBackend implements lbv1.AdminServiceServer.
 func (s *Server) UpdateBackend(ctx context.Context, req *lbv1.UpdateBackendRequest) (*lbv1.UpdateBackendResponse, error) {
 	addr, err := s.validateBackendRef(req.GetPool(), req.GetAddress())
-	if err == nil {
+	if err == nil && req.Weight != nil {
 		err = poolspec.ValidateWeight("weight", int64(req.GetWeight()))
+	}
+	if err == nil && req.Weight == nil && req.Draining == nil {
+		err = &poolspec.FieldError{Field: "weight", Value: "", Reason: "nothing to change: set weight or draining"}
 	}
 	if err != nil {
 		return nil, s.refuse(ctx, err)
@@ -277,13 +254,25 @@ func (s *Server) UpdateBackend(ctx context.Context, req *lbv1.UpdateBackendReque
 		if i < 0 {
 			return backendNotFound(p.Name, addr)
 		}
-		p.Backends[i].Weight = req.GetWeight()
+		if req.Weight != nil {
+			p.Backends[i].Weight = req.GetWeight()
+		}
+		if req.Draining != nil {
+			p.Backends[i].Draining = req.GetDraining()
+		}
 		return nil
 	})
 	if err != nil {
 		return nil, s.fail(ctx, "UpdateBackend", req.GetPool(), err)
 	}
-	s.logChange(ctx, "backend weight set", p.Name, v, "backend", addr, "weight", req.GetWeight())
+	kv := []any{"backend", addr}
+	if req.Weight != nil {
+		kv = append(kv, "weight", req.GetWeight())
+	}
+	if req.Draining != nil {
+		kv = append(kv, "draining", req.GetDraining())
+	}
+	s.logChange(ctx, "backend updated", p.Name, v, kv...)
 	return &lbv1.UpdateBackendResponse{Pool: apiconv.PublicPool(p), Version: v}, nil
 }
 

@@ -242,7 +242,7 @@ func removeBackend(pool, addr string) call {
 
 func updateBackend(pool, addr string, weight uint32) call {
 	return func(ctx context.Context, c lbv1.AdminServiceClient) error {
-		_, err := c.UpdateBackend(ctx, &lbv1.UpdateBackendRequest{Pool: pool, Address: addr, Weight: weight})
+		_, err := c.UpdateBackend(ctx, &lbv1.UpdateBackendRequest{Pool: pool, Address: addr, Weight: proto.Uint32(weight)})
 		return err
 	}
 }
@@ -331,9 +331,9 @@ func TestInvalidArguments(t *testing.T) {
 		{"update without pool", updatePool(nil, nil), invalid("pool", `pool "": is required`)},
 		{"update with empty name", updatePool(&lbv1.Pool{}, nil), invalid("pool.name", `pool.name "": must not be empty`)},
 		{"update with unknown mask path", updatePool(&lbv1.Pool{Name: "web"}, mask("name")),
-			invalid("update_mask.paths[0]", `update_mask.paths[0] "name": is not an updatable field; use hosts, path_prefix, backends, upstream or upstream.FIELD`)},
+			invalid("update_mask.paths[0]", `update_mask.paths[0] "name": is not an updatable field; use hosts, path_prefix, backends, upstream, load_balancing, health_check, outlier_detection, retry, timeouts or one of their fields (upstream.sni)`)},
 		{"update with a bad second mask path", updatePool(&lbv1.Pool{Name: "web"}, mask("hosts", "backends.weight")),
-			invalid("update_mask.paths[1]", `update_mask.paths[1] "backends.weight": is not an updatable field; use hosts, path_prefix, backends, upstream or upstream.FIELD`)},
+			invalid("update_mask.paths[1]", `update_mask.paths[1] "backends.weight": is not an updatable field; use hosts, path_prefix, backends, upstream, load_balancing, health_check, outlier_detection, retry, timeouts or one of their fields (upstream.sni)`)},
 		{"update with host and port", updatePool(&lbv1.Pool{Name: "web", Hosts: []string{"www.example.com:443"}}, mask("hosts")),
 			invalid("pool.hosts[0]", `pool.hosts[0] "www.example.com:443": must be a host name without a port`)},
 		{"update with path prefix without slash", updatePool(&lbv1.Pool{Name: "web", PathPrefix: "v2"}, nil),

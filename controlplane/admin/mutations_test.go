@@ -87,7 +87,7 @@ func TestVersionsGrowByOne(t *testing.T) {
 			return result{r.GetPool(), r.GetVersion()}, err
 		}, &lbv1.Pool{Name: "web", Hosts: []string{"www.example.com"}, Backends: []*lbv1.Backend{be("10.0.0.1:80", 1), be("10.0.0.2:80", 1), be("10.0.0.3:80", 10000)}}},
 		{"set weight", func() (result, error) {
-			r, err := c.UpdateBackend(ctx, &lbv1.UpdateBackendRequest{Pool: "web", Address: "10.0.0.2:80", Weight: 7})
+			r, err := c.UpdateBackend(ctx, &lbv1.UpdateBackendRequest{Pool: "web", Address: "10.0.0.2:80", Weight: proto.Uint32(7)})
 			return result{r.GetPool(), r.GetVersion()}, err
 		}, &lbv1.Pool{Name: "web", Hosts: []string{"www.example.com"}, Backends: []*lbv1.Backend{be("10.0.0.1:80", 1), be("10.0.0.2:80", 7), be("10.0.0.3:80", 10000)}}},
 		{"remove first backend", func() (result, error) {
@@ -111,7 +111,7 @@ func TestVersionsGrowByOne(t *testing.T) {
 			return result{nil, r.GetVersion()}, err
 		}, nil},
 		{"set the weight it already has", func() (result, error) {
-			r, err := c.UpdateBackend(ctx, &lbv1.UpdateBackendRequest{Pool: "web", Address: "10.0.0.4:80", Weight: 1})
+			r, err := c.UpdateBackend(ctx, &lbv1.UpdateBackendRequest{Pool: "web", Address: "10.0.0.4:80", Weight: proto.Uint32(1)})
 			return result{r.GetPool(), r.GetVersion()}, err
 		}, &lbv1.Pool{Name: "web", Hosts: []string{"a.example.com"}, Backends: []*lbv1.Backend{be("10.0.0.4:80", 1)}}},
 	}
@@ -262,7 +262,7 @@ func TestBackendAddressNormalisation(t *testing.T) {
 	}
 	equal(t, "AddBackend IPv6", add.GetPool(), &lbv1.Pool{Name: "web", Backends: []*lbv1.Backend{be("localhost:80", 1), be("[2001:db8::1]:443", 3)}, Version: 3})
 
-	upd, err := e.c.UpdateBackend(ctx, &lbv1.UpdateBackendRequest{Pool: "web", Address: "LocalHost:0080", Weight: 9})
+	upd, err := e.c.UpdateBackend(ctx, &lbv1.UpdateBackendRequest{Pool: "web", Address: "LocalHost:0080", Weight: proto.Uint32(9)})
 	if err != nil {
 		t.Fatalf("UpdateBackend: %v", err)
 	}

@@ -19,8 +19,9 @@ func PoolToProto(p poolspec.Pool) *lbv1.Pool {
 		Backends:   make([]*lbv1.Backend, len(p.Backends)),
 	}
 	for i, b := range p.Backends {
-		out.Backends[i] = &lbv1.Backend{Address: b.Address, Weight: b.Weight}
+		out.Backends[i] = &lbv1.Backend{Address: b.Address, Weight: b.Weight, Draining: b.Draining}
 	}
+	policiesToProto(p, out)
 	if !p.Upstream.IsZero() {
 		u := p.Upstream
 		out.Upstream = &lbv1.Upstream{
@@ -59,8 +60,9 @@ func PoolFromProto(p *lbv1.Pool) poolspec.Pool {
 		Upstream:   UpstreamFromProto(p.GetUpstream()),
 	}
 	for _, b := range p.GetBackends() {
-		out.Backends = append(out.Backends, poolspec.Backend{Address: b.GetAddress(), Weight: b.GetWeight()})
+		out.Backends = append(out.Backends, poolspec.Backend{Address: b.GetAddress(), Weight: b.GetWeight(), Draining: b.GetDraining()})
 	}
+	policiesFromProto(p, &out)
 	return out
 }
 

@@ -105,7 +105,7 @@ requests.`,
 			if err != nil {
 				return &usageError{cmdPath: cmd.CommandPath(), err: err}
 			}
-			req := &lbv1.UpdateBackendRequest{Pool: pool, Address: addr, Weight: weight}
+			req := &lbv1.UpdateBackendRequest{Pool: pool, Address: addr, Weight: &weight}
 			return a.withClient(cmd.Context(), func(ctx context.Context, c lbv1.AdminServiceClient) error {
 				resp, err := c.UpdateBackend(ctx, req)
 				if err != nil {

@@ -227,7 +227,7 @@ func TestCommandsAgainstServer(t *testing.T) {
 			name:    "set-weight",
 			args:    []string{"set-weight", "--pool", "web", "10.0.0.5:8080", "7"},
 			resp:    &lbv1.UpdateBackendResponse{Pool: webPool, Version: 13},
-			wantReq: &lbv1.UpdateBackendRequest{Pool: "web", Address: "10.0.0.5:8080", Weight: 7},
+			wantReq: &lbv1.UpdateBackendRequest{Pool: "web", Address: "10.0.0.5:8080", Weight: proto.Uint32(7)},
 			stdout:  "pool \"web\": backend 10.0.0.5:8080 weight set to 7; configuration version 13\n",
 		},
 		{
@@ -236,7 +236,7 @@ func TestCommandsAgainstServer(t *testing.T) {
 			err: func(t *testing.T) error {
 				return statusErr(t, codes.InvalidArgument, "weight 20000: must be 1 to 10000")
 			},
-			wantReq: &lbv1.UpdateBackendRequest{Pool: "web", Address: "10.0.0.5:8080", Weight: 20000},
+			wantReq: &lbv1.UpdateBackendRequest{Pool: "web", Address: "10.0.0.5:8080", Weight: proto.Uint32(20000)},
 			stderr:  "lbctl: weight 20000: must be 1 to 10000\n",
 			code:    1,
 		},
@@ -244,7 +244,7 @@ func TestCommandsAgainstServer(t *testing.T) {
 			name:    "set-weight missing backend",
 			args:    []string{"set-weight", "--pool", "web", "10.0.0.9:8080", "2"},
 			err:     func(t *testing.T) error { return backendNotFound(t, "10.0.0.9:8080") },
-			wantReq: &lbv1.UpdateBackendRequest{Pool: "web", Address: "10.0.0.9:8080", Weight: 2},
+			wantReq: &lbv1.UpdateBackendRequest{Pool: "web", Address: "10.0.0.9:8080", Weight: proto.Uint32(2)},
 			stderr:  "lbctl: backend 10.0.0.9:8080 is not in pool \"web\"; see its backends with: lbctl pool get web\n",
 			code:    1,
 		},

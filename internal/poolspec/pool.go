@@ -19,6 +19,16 @@ type Pool struct {
 	Version uint64 `json:"version"`
 	// Upstream says how to connect to the backends.
 	Upstream Upstream `json:"upstream,omitzero"`
+	// LoadBalancing is the selection policy.
+	LoadBalancing LoadBalancing `json:"load_balancing,omitzero"`
+	// HealthCheck configures active checks; zero Type means none.
+	HealthCheck HealthCheck `json:"health_check,omitzero"`
+	// OutlierDetection configures passive checks.
+	OutlierDetection OutlierDetection `json:"outlier_detection,omitzero"`
+	// Retries after a failed attempt; nil means DefaultRetries.
+	Retries *uint32 `json:"retries,omitempty"`
+	// Timeouts towards the backends.
+	Timeouts Timeouts `json:"timeouts,omitzero"`
 }
 
 // Backend is one upstream server of a pool.
@@ -27,6 +37,8 @@ type Backend struct {
 	Address string `json:"address"`
 	// Weight is the relative share of requests, MinWeight to MaxWeight.
 	Weight uint32 `json:"weight"`
+	// Draining backends get no new requests.
+	Draining bool `json:"draining,omitempty"`
 }
 
 // Clone returns a deep copy of p.
@@ -34,6 +46,10 @@ func (p Pool) Clone() Pool {
 	c := p
 	c.Hosts = append([]string(nil), p.Hosts...)
 	c.Backends = append([]Backend(nil), p.Backends...)
+	if p.Retries != nil {
+		r := *p.Retries
+		c.Retries = &r
+	}
 	return c
 }
 
@@ -46,7 +62,13 @@ func Normalize(prefix string, p Pool) (Pool, error) {
 			errs = append(errs, AsFieldErrors(err)...)
 		}
 	}
-	out := Pool{Name: p.Name, PathPrefix: p.PathPrefix, Version: p.Version}
+	out := Pool{Name: p.Name, PathPrefix: p.PathPrefix, Version: p.Version,
+		LoadBalancing: p.LoadBalancing, HealthCheck: p.HealthCheck, OutlierDetection: p.OutlierDetection,
+		Retries: p.Retries, Timeouts: p.Timeouts}
+	if out.LoadBalancing.Algorithm == AlgorithmRoundRobin {
+		out.LoadBalancing.Algorithm = "" // one spelling for the default
+	}
+	validatePolicies(prefix, p, add)
 	if up, err := NormalizeUpstream(prefix+".upstream", p.Upstream); err != nil {
 		add(err)
 	} else {
@@ -93,7 +115,7 @@ func Normalize(prefix string, p Pool) (Pool, error) {
 			add(err)
 			continue
 		}
-		out.Backends = append(out.Backends, Backend{Address: addr, Weight: b.Weight})
+		out.Backends = append(out.Backends, Backend{Address: addr, Weight: b.Weight, Draining: b.Draining})
 	}
 	if len(errs) > 0 {
 		return Pool{}, errs

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"google.golang.org/protobuf/proto"
 	"net/http"
 	"slices"
 	"strings"
@@ -106,7 +107,7 @@ func TestPushReachesDataPlanes(t *testing.T) {
 			}
 			v = resp.GetVersion()
 		} else {
-			resp, err := admin.UpdateBackend(ctx, &lbv1.UpdateBackendRequest{Pool: "web", Address: be.addr, Weight: w})
+			resp, err := admin.UpdateBackend(ctx, &lbv1.UpdateBackendRequest{Pool: "web", Address: be.addr, Weight: proto.Uint32(w)})
 			if err != nil {
 				t.Fatal(err)
 			}

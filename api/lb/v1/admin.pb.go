@@ -175,7 +175,10 @@ type GetPoolResponse struct {
 	// Pool as stored.
 	Pool *Pool `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
 	// Current configuration version.
-	Version       uint64 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	Version uint64 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	// What the connected data planes report about each backend, in the
+	// pool's backend order.
+	BackendStatus []*BackendStatus `protobuf:"bytes,3,rep,name=backend_status,json=backendStatus,proto3" json:"backend_status,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -224,6 +227,159 @@ func (x *GetPoolResponse) GetVersion() uint64 {
 	return 0
 }
 
+func (x *GetPoolResponse) GetBackendStatus() []*BackendStatus {
+	if x != nil {
+		return x.BackendStatus
+	}
+	return nil
+}
+
+// BackendStatus sums up the data planes' view of one backend.
+type BackendStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Address of the backend.
+	Address string `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	// Connected data planes that see the backend healthy (and not ejected).
+	HealthyDataPlanes uint32 `protobuf:"varint,2,opt,name=healthy_data_planes,json=healthyDataPlanes,proto3" json:"healthy_data_planes,omitempty"`
+	// Connected data planes that see it unhealthy or have ejected it.
+	UnhealthyDataPlanes uint32 `protobuf:"varint,3,opt,name=unhealthy_data_planes,json=unhealthyDataPlanes,proto3" json:"unhealthy_data_planes,omitempty"`
+	// Each reporting data plane's view.
+	DataPlanes    []*DataPlaneBackendStatus `protobuf:"bytes,4,rep,name=data_planes,json=dataPlanes,proto3" json:"data_planes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackendStatus) Reset() {
+	*x = BackendStatus{}
+	mi := &file_lb_v1_admin_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackendStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackendStatus) ProtoMessage() {}
+
+func (x *BackendStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_lb_v1_admin_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackendStatus.ProtoReflect.Descriptor instead.
+func (*BackendStatus) Descriptor() ([]byte, []int) {
+	return file_lb_v1_admin_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *BackendStatus) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *BackendStatus) GetHealthyDataPlanes() uint32 {
+	if x != nil {
+		return x.HealthyDataPlanes
+	}
+	return 0
+}
+
+func (x *BackendStatus) GetUnhealthyDataPlanes() uint32 {
+	if x != nil {
+		return x.UnhealthyDataPlanes
+	}
+	return 0
+}
+
+func (x *BackendStatus) GetDataPlanes() []*DataPlaneBackendStatus {
+	if x != nil {
+		return x.DataPlanes
+	}
+	return nil
+}
+
+// DataPlaneBackendStatus is one data plane's view of one backend.
+type DataPlaneBackendStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Node id of the data plane.
+	NodeId string `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// Whether active checks (if any) pass.
+	Healthy bool `protobuf:"varint,2,opt,name=healthy,proto3" json:"healthy,omitempty"`
+	// Whether passive checks have ejected it for now.
+	Ejected bool `protobuf:"varint,3,opt,name=ejected,proto3" json:"ejected,omitempty"`
+	// Requests (and WebSocket sessions) in flight to it.
+	InFlight      uint32 `protobuf:"varint,4,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DataPlaneBackendStatus) Reset() {
+	*x = DataPlaneBackendStatus{}
+	mi := &file_lb_v1_admin_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DataPlaneBackendStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DataPlaneBackendStatus) ProtoMessage() {}
+
+func (x *DataPlaneBackendStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_lb_v1_admin_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DataPlaneBackendStatus.ProtoReflect.Descriptor instead.
+func (*DataPlaneBackendStatus) Descriptor() ([]byte, []int) {
+	return file_lb_v1_admin_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *DataPlaneBackendStatus) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *DataPlaneBackendStatus) GetHealthy() bool {
+	if x != nil {
+		return x.Healthy
+	}
+	return false
+}
+
+func (x *DataPlaneBackendStatus) GetEjected() bool {
+	if x != nil {
+		return x.Ejected
+	}
+	return false
+}
+
+func (x *DataPlaneBackendStatus) GetInFlight() uint32 {
+	if x != nil {
+		return x.InFlight
+	}
+	return 0
+}
+
 // ListPoolsRequest is the input of ListPools.
 type ListPoolsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -233,7 +389,7 @@ type ListPoolsRequest struct {
 
 func (x *ListPoolsRequest) Reset() {
 	*x = ListPoolsRequest{}
-	mi := &file_lb_v1_admin_proto_msgTypes[4]
+	mi := &file_lb_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -245,7 +401,7 @@ func (x *ListPoolsRequest) String() string {
 func (*ListPoolsRequest) ProtoMessage() {}
 
 func (x *ListPoolsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_v1_admin_proto_msgTypes[4]
+	mi := &file_lb_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -258,7 +414,7 @@ func (x *ListPoolsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPoolsRequest.ProtoReflect.Descriptor instead.
 func (*ListPoolsRequest) Descriptor() ([]byte, []int) {
-	return file_lb_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_lb_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 // ListPoolsResponse is the output of ListPools.
@@ -274,7 +430,7 @@ type ListPoolsResponse struct {
 
 func (x *ListPoolsResponse) Reset() {
 	*x = ListPoolsResponse{}
-	mi := &file_lb_v1_admin_proto_msgTypes[5]
+	mi := &file_lb_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -286,7 +442,7 @@ func (x *ListPoolsResponse) String() string {
 func (*ListPoolsResponse) ProtoMessage() {}
 
 func (x *ListPoolsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_v1_admin_proto_msgTypes[5]
+	mi := &file_lb_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -299,7 +455,7 @@ func (x *ListPoolsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPoolsResponse.ProtoReflect.Descriptor instead.
 func (*ListPoolsResponse) Descriptor() ([]byte, []int) {
-	return file_lb_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_lb_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListPoolsResponse) GetPools() []*Pool {
@@ -333,7 +489,7 @@ type UpdatePoolRequest struct {
 
 func (x *UpdatePoolRequest) Reset() {
 	*x = UpdatePoolRequest{}
-	mi := &file_lb_v1_admin_proto_msgTypes[6]
+	mi := &file_lb_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -345,7 +501,7 @@ func (x *UpdatePoolRequest) String() string {
 func (*UpdatePoolRequest) ProtoMessage() {}
 
 func (x *UpdatePoolRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_v1_admin_proto_msgTypes[6]
+	mi := &file_lb_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -358,7 +514,7 @@ func (x *UpdatePoolRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdatePoolRequest.ProtoReflect.Descriptor instead.
 func (*UpdatePoolRequest) Descriptor() ([]byte, []int) {
-	return file_lb_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_lb_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *UpdatePoolRequest) GetPool() *Pool {
@@ -388,7 +544,7 @@ type UpdatePoolResponse struct {
 
 func (x *UpdatePoolResponse) Reset() {
 	*x = UpdatePoolResponse{}
-	mi := &file_lb_v1_admin_proto_msgTypes[7]
+	mi := &file_lb_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -400,7 +556,7 @@ func (x *UpdatePoolResponse) String() string {
 func (*UpdatePoolResponse) ProtoMessage() {}
 
 func (x *UpdatePoolResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_v1_admin_proto_msgTypes[7]
+	mi := &file_lb_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -413,7 +569,7 @@ func (x *UpdatePoolResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdatePoolResponse.ProtoReflect.Descriptor instead.
 func (*UpdatePoolResponse) Descriptor() ([]byte, []int) {
-	return file_lb_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_lb_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *UpdatePoolResponse) GetPool() *Pool {
@@ -441,7 +597,7 @@ type DeletePoolRequest struct {
 
 func (x *DeletePoolRequest) Reset() {
 	*x = DeletePoolRequest{}
-	mi := &file_lb_v1_admin_proto_msgTypes[8]
+	mi := &file_lb_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -453,7 +609,7 @@ func (x *DeletePoolRequest) String() string {
 func (*DeletePoolRequest) ProtoMessage() {}
 
 func (x *DeletePoolRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_v1_admin_proto_msgTypes[8]
+	mi := &file_lb_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -466,7 +622,7 @@ func (x *DeletePoolRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletePoolRequest.ProtoReflect.Descriptor instead.
 func (*DeletePoolRequest) Descriptor() ([]byte, []int) {
-	return file_lb_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_lb_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DeletePoolRequest) GetName() string {
@@ -487,7 +643,7 @@ type DeletePoolResponse struct {
 
 func (x *DeletePoolResponse) Reset() {
 	*x = DeletePoolResponse{}
-	mi := &file_lb_v1_admin_proto_msgTypes[9]
+	mi := &file_lb_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -499,7 +655,7 @@ func (x *DeletePoolResponse) String() string {
 func (*DeletePoolResponse) ProtoMessage() {}
 
 func (x *DeletePoolResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_v1_admin_proto_msgTypes[9]
+	mi := &file_lb_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -512,7 +668,7 @@ func (x *DeletePoolResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletePoolResponse.ProtoReflect.Descriptor instead.
 func (*DeletePoolResponse) Descriptor() ([]byte, []int) {
-	return file_lb_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_lb_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DeletePoolResponse) GetVersion() uint64 {
@@ -537,7 +693,7 @@ type AddBackendRequest struct {
 
 func (x *AddBackendRequest) Reset() {
 	*x = AddBackendRequest{}
-	mi := &file_lb_v1_admin_proto_msgTypes[10]
+	mi := &file_lb_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -549,7 +705,7 @@ func (x *AddBackendRequest) String() string {
 func (*AddBackendRequest) ProtoMessage() {}
 
 func (x *AddBackendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_v1_admin_proto_msgTypes[10]
+	mi := &file_lb_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -562,7 +718,7 @@ func (x *AddBackendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddBackendRequest.ProtoReflect.Descriptor instead.
 func (*AddBackendRequest) Descriptor() ([]byte, []int) {
-	return file_lb_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_lb_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *AddBackendRequest) GetPool() string {
@@ -599,7 +755,7 @@ type AddBackendResponse struct {
 
 func (x *AddBackendResponse) Reset() {
 	*x = AddBackendResponse{}
-	mi := &file_lb_v1_admin_proto_msgTypes[11]
+	mi := &file_lb_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -611,7 +767,7 @@ func (x *AddBackendResponse) String() string {
 func (*AddBackendResponse) ProtoMessage() {}
 
 func (x *AddBackendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_v1_admin_proto_msgTypes[11]
+	mi := &file_lb_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -624,7 +780,7 @@ func (x *AddBackendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddBackendResponse.ProtoReflect.Descriptor instead.
 func (*AddBackendResponse) Descriptor() ([]byte, []int) {
-	return file_lb_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_lb_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *AddBackendResponse) GetPool() *Pool {
@@ -654,7 +810,7 @@ type RemoveBackendRequest struct {
 
 func (x *RemoveBackendRequest) Reset() {
 	*x = RemoveBackendRequest{}
-	mi := &file_lb_v1_admin_proto_msgTypes[12]
+	mi := &file_lb_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -666,7 +822,7 @@ func (x *RemoveBackendRequest) String() string {
 func (*RemoveBackendRequest) ProtoMessage() {}
 
 func (x *RemoveBackendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_v1_admin_proto_msgTypes[12]
+	mi := &file_lb_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -679,7 +835,7 @@ func (x *RemoveBackendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveBackendRequest.ProtoReflect.Descriptor instead.
 func (*RemoveBackendRequest) Descriptor() ([]byte, []int) {
-	return file_lb_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_lb_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RemoveBackendRequest) GetPool() string {
@@ -709,7 +865,7 @@ type RemoveBackendResponse struct {
 
 func (x *RemoveBackendResponse) Reset() {
 	*x = RemoveBackendResponse{}
-	mi := &file_lb_v1_admin_proto_msgTypes[13]
+	mi := &file_lb_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -721,7 +877,7 @@ func (x *RemoveBackendResponse) String() string {
 func (*RemoveBackendResponse) ProtoMessage() {}
 
 func (x *RemoveBackendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_v1_admin_proto_msgTypes[13]
+	mi := &file_lb_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -734,7 +890,7 @@ func (x *RemoveBackendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveBackendResponse.ProtoReflect.Descriptor instead.
 func (*RemoveBackendResponse) Descriptor() ([]byte, []int) {
-	return file_lb_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_lb_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RemoveBackendResponse) GetPool() *Pool {
@@ -751,22 +907,25 @@ func (x *RemoveBackendResponse) GetVersion() uint64 {
 	return 0
 }
 
-// UpdateBackendRequest is the input of UpdateBackend.
+// UpdateBackendRequest is the input of UpdateBackend. At least one of weight
+// and draining must be set.
 type UpdateBackendRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Name of the pool.
 	Pool string `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
 	// Address of the backend, HOST:PORT.
 	Address string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
-	// New weight, 1 to 10000.
-	Weight        uint32 `protobuf:"varint,3,opt,name=weight,proto3" json:"weight,omitempty"`
+	// New weight, 1 to 10000; unchanged when unset.
+	Weight *uint32 `protobuf:"varint,3,opt,name=weight,proto3,oneof" json:"weight,omitempty"`
+	// Drain (true) or undrain (false) the backend; unchanged when unset.
+	Draining      *bool `protobuf:"varint,4,opt,name=draining,proto3,oneof" json:"draining,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UpdateBackendRequest) Reset() {
 	*x = UpdateBackendRequest{}
-	mi := &file_lb_v1_admin_proto_msgTypes[14]
+	mi := &file_lb_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -778,7 +937,7 @@ func (x *UpdateBackendRequest) String() string {
 func (*UpdateBackendRequest) ProtoMessage() {}
 
 func (x *UpdateBackendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_v1_admin_proto_msgTypes[14]
+	mi := &file_lb_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -791,7 +950,7 @@ func (x *UpdateBackendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateBackendRequest.ProtoReflect.Descriptor instead.
 func (*UpdateBackendRequest) Descriptor() ([]byte, []int) {
-	return file_lb_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_lb_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *UpdateBackendRequest) GetPool() string {
@@ -809,10 +968,17 @@ func (x *UpdateBackendRequest) GetAddress() string {
 }
 
 func (x *UpdateBackendRequest) GetWeight() uint32 {
-	if x != nil {
-		return x.Weight
+	if x != nil && x.Weight != nil {
+		return *x.Weight
 	}
 	return 0
+}
+
+func (x *UpdateBackendRequest) GetDraining() bool {
+	if x != nil && x.Draining != nil {
+		return *x.Draining
+	}
+	return false
 }
 
 // UpdateBackendResponse is the output of UpdateBackend.
@@ -828,7 +994,7 @@ type UpdateBackendResponse struct {
 
 func (x *UpdateBackendResponse) Reset() {
 	*x = UpdateBackendResponse{}
-	mi := &file_lb_v1_admin_proto_msgTypes[15]
+	mi := &file_lb_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -840,7 +1006,7 @@ func (x *UpdateBackendResponse) String() string {
 func (*UpdateBackendResponse) ProtoMessage() {}
 
 func (x *UpdateBackendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_v1_admin_proto_msgTypes[15]
+	mi := &file_lb_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -853,7 +1019,7 @@ func (x *UpdateBackendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateBackendResponse.ProtoReflect.Descriptor instead.
 func (*UpdateBackendResponse) Descriptor() ([]byte, []int) {
-	return file_lb_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_lb_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *UpdateBackendResponse) GetPool() *Pool {
@@ -881,10 +1047,22 @@ const file_lb_v1_admin_proto_rawDesc = "" +
 	"\x04pool\x18\x01 \x01(\v2\v.lb.v1.PoolR\x04pool\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\"$\n" +
 	"\x0eGetPoolRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"L\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x89\x01\n" +
 	"\x0fGetPoolResponse\x12\x1f\n" +
 	"\x04pool\x18\x01 \x01(\v2\v.lb.v1.PoolR\x04pool\x12\x18\n" +
-	"\aversion\x18\x02 \x01(\x04R\aversion\"\x12\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\x12;\n" +
+	"\x0ebackend_status\x18\x03 \x03(\v2\x14.lb.v1.BackendStatusR\rbackendStatus\"\xcd\x01\n" +
+	"\rBackendStatus\x12\x18\n" +
+	"\aaddress\x18\x01 \x01(\tR\aaddress\x12.\n" +
+	"\x13healthy_data_planes\x18\x02 \x01(\rR\x11healthyDataPlanes\x122\n" +
+	"\x15unhealthy_data_planes\x18\x03 \x01(\rR\x13unhealthyDataPlanes\x12>\n" +
+	"\vdata_planes\x18\x04 \x03(\v2\x1d.lb.v1.DataPlaneBackendStatusR\n" +
+	"dataPlanes\"\x82\x01\n" +
+	"\x16DataPlaneBackendStatus\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x18\n" +
+	"\ahealthy\x18\x02 \x01(\bR\ahealthy\x12\x18\n" +
+	"\aejected\x18\x03 \x01(\bR\aejected\x12\x1b\n" +
+	"\tin_flight\x18\x04 \x01(\rR\binFlight\"\x12\n" +
 	"\x10ListPoolsRequest\"P\n" +
 	"\x11ListPoolsResponse\x12!\n" +
 	"\x05pools\x18\x01 \x03(\v2\v.lb.v1.PoolR\x05pools\x12\x18\n" +
@@ -913,11 +1091,14 @@ const file_lb_v1_admin_proto_rawDesc = "" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\"R\n" +
 	"\x15RemoveBackendResponse\x12\x1f\n" +
 	"\x04pool\x18\x01 \x01(\v2\v.lb.v1.PoolR\x04pool\x12\x18\n" +
-	"\aversion\x18\x02 \x01(\x04R\aversion\"\\\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\"\x9a\x01\n" +
 	"\x14UpdateBackendRequest\x12\x12\n" +
 	"\x04pool\x18\x01 \x01(\tR\x04pool\x12\x18\n" +
-	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x16\n" +
-	"\x06weight\x18\x03 \x01(\rR\x06weight\"R\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x1b\n" +
+	"\x06weight\x18\x03 \x01(\rH\x00R\x06weight\x88\x01\x01\x12\x1f\n" +
+	"\bdraining\x18\x04 \x01(\bH\x01R\bdraining\x88\x01\x01B\t\n" +
+	"\a_weightB\v\n" +
+	"\t_draining\"R\n" +
 	"\x15UpdateBackendResponse\x12\x1f\n" +
 	"\x04pool\x18\x01 \x01(\v2\v.lb.v1.PoolR\x04pool\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion2\xac\x04\n" +
@@ -947,59 +1128,63 @@ func file_lb_v1_admin_proto_rawDescGZIP() []byte {
 	return file_lb_v1_admin_proto_rawDescData
 }
 
-var file_lb_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_lb_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_lb_v1_admin_proto_goTypes = []any{
-	(*CreatePoolRequest)(nil),     // 0: lb.v1.CreatePoolRequest
-	(*CreatePoolResponse)(nil),    // 1: lb.v1.CreatePoolResponse
-	(*GetPoolRequest)(nil),        // 2: lb.v1.GetPoolRequest
-	(*GetPoolResponse)(nil),       // 3: lb.v1.GetPoolResponse
-	(*ListPoolsRequest)(nil),      // 4: lb.v1.ListPoolsRequest
-	(*ListPoolsResponse)(nil),     // 5: lb.v1.ListPoolsResponse
-	(*UpdatePoolRequest)(nil),     // 6: lb.v1.UpdatePoolRequest
-	(*UpdatePoolResponse)(nil),    // 7: lb.v1.UpdatePoolResponse
-	(*DeletePoolRequest)(nil),     // 8: lb.v1.DeletePoolRequest
-	(*DeletePoolResponse)(nil),    // 9: lb.v1.DeletePoolResponse
-	(*AddBackendRequest)(nil),     // 10: lb.v1.AddBackendRequest
-	(*AddBackendResponse)(nil),    // 11: lb.v1.AddBackendResponse
-	(*RemoveBackendRequest)(nil),  // 12: lb.v1.RemoveBackendRequest
-	(*RemoveBackendResponse)(nil), // 13: lb.v1.RemoveBackendResponse
-	(*UpdateBackendRequest)(nil),  // 14: lb.v1.UpdateBackendRequest
-	(*UpdateBackendResponse)(nil), // 15: lb.v1.UpdateBackendResponse
-	(*Pool)(nil),                  // 16: lb.v1.Pool
-	(*fieldmaskpb.FieldMask)(nil), // 17: google.protobuf.FieldMask
+	(*CreatePoolRequest)(nil),      // 0: lb.v1.CreatePoolRequest
+	(*CreatePoolResponse)(nil),     // 1: lb.v1.CreatePoolResponse
+	(*GetPoolRequest)(nil),         // 2: lb.v1.GetPoolRequest
+	(*GetPoolResponse)(nil),        // 3: lb.v1.GetPoolResponse
+	(*BackendStatus)(nil),          // 4: lb.v1.BackendStatus
+	(*DataPlaneBackendStatus)(nil), // 5: lb.v1.DataPlaneBackendStatus
+	(*ListPoolsRequest)(nil),       // 6: lb.v1.ListPoolsRequest
+	(*ListPoolsResponse)(nil),      // 7: lb.v1.ListPoolsResponse
+	(*UpdatePoolRequest)(nil),      // 8: lb.v1.UpdatePoolRequest
+	(*UpdatePoolResponse)(nil),     // 9: lb.v1.UpdatePoolResponse
+	(*DeletePoolRequest)(nil),      // 10: lb.v1.DeletePoolRequest
+	(*DeletePoolResponse)(nil),     // 11: lb.v1.DeletePoolResponse
+	(*AddBackendRequest)(nil),      // 12: lb.v1.AddBackendRequest
+	(*AddBackendResponse)(nil),     // 13: lb.v1.AddBackendResponse
+	(*RemoveBackendRequest)(nil),   // 14: lb.v1.RemoveBackendRequest
+	(*RemoveBackendResponse)(nil),  // 15: lb.v1.RemoveBackendResponse
+	(*UpdateBackendRequest)(nil),   // 16: lb.v1.UpdateBackendRequest
+	(*UpdateBackendResponse)(nil),  // 17: lb.v1.UpdateBackendResponse
+	(*Pool)(nil),                   // 18: lb.v1.Pool
+	(*fieldmaskpb.FieldMask)(nil),  // 19: google.protobuf.FieldMask
 }
 var file_lb_v1_admin_proto_depIdxs = []int32{
-	16, // 0: lb.v1.CreatePoolRequest.pool:type_name -> lb.v1.Pool
-	16, // 1: lb.v1.CreatePoolResponse.pool:type_name -> lb.v1.Pool
-	16, // 2: lb.v1.GetPoolResponse.pool:type_name -> lb.v1.Pool
-	16, // 3: lb.v1.ListPoolsResponse.pools:type_name -> lb.v1.Pool
-	16, // 4: lb.v1.UpdatePoolRequest.pool:type_name -> lb.v1.Pool
-	17, // 5: lb.v1.UpdatePoolRequest.update_mask:type_name -> google.protobuf.FieldMask
-	16, // 6: lb.v1.UpdatePoolResponse.pool:type_name -> lb.v1.Pool
-	16, // 7: lb.v1.AddBackendResponse.pool:type_name -> lb.v1.Pool
-	16, // 8: lb.v1.RemoveBackendResponse.pool:type_name -> lb.v1.Pool
-	16, // 9: lb.v1.UpdateBackendResponse.pool:type_name -> lb.v1.Pool
-	0,  // 10: lb.v1.AdminService.CreatePool:input_type -> lb.v1.CreatePoolRequest
-	2,  // 11: lb.v1.AdminService.GetPool:input_type -> lb.v1.GetPoolRequest
-	4,  // 12: lb.v1.AdminService.ListPools:input_type -> lb.v1.ListPoolsRequest
-	6,  // 13: lb.v1.AdminService.UpdatePool:input_type -> lb.v1.UpdatePoolRequest
-	8,  // 14: lb.v1.AdminService.DeletePool:input_type -> lb.v1.DeletePoolRequest
-	10, // 15: lb.v1.AdminService.AddBackend:input_type -> lb.v1.AddBackendRequest
-	12, // 16: lb.v1.AdminService.RemoveBackend:input_type -> lb.v1.RemoveBackendRequest
-	14, // 17: lb.v1.AdminService.UpdateBackend:input_type -> lb.v1.UpdateBackendRequest
-	1,  // 18: lb.v1.AdminService.CreatePool:output_type -> lb.v1.CreatePoolResponse
-	3,  // 19: lb.v1.AdminService.GetPool:output_type -> lb.v1.GetPoolResponse
-	5,  // 20: lb.v1.AdminService.ListPools:output_type -> lb.v1.ListPoolsResponse
-	7,  // 21: lb.v1.AdminService.UpdatePool:output_type -> lb.v1.UpdatePoolResponse
-	9,  // 22: lb.v1.AdminService.DeletePool:output_type -> lb.v1.DeletePoolResponse
-	11, // 23: lb.v1.AdminService.AddBackend:output_type -> lb.v1.AddBackendResponse
-	13, // 24: lb.v1.AdminService.RemoveBackend:output_type -> lb.v1.RemoveBackendResponse
-	15, // 25: lb.v1.AdminService.UpdateBackend:output_type -> lb.v1.UpdateBackendResponse
-	18, // [18:26] is the sub-list for method output_type
-	10, // [10:18] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	18, // 0: lb.v1.CreatePoolRequest.pool:type_name -> lb.v1.Pool
+	18, // 1: lb.v1.CreatePoolResponse.pool:type_name -> lb.v1.Pool
+	18, // 2: lb.v1.GetPoolResponse.pool:type_name -> lb.v1.Pool
+	4,  // 3: lb.v1.GetPoolResponse.backend_status:type_name -> lb.v1.BackendStatus
+	5,  // 4: lb.v1.BackendStatus.data_planes:type_name -> lb.v1.DataPlaneBackendStatus
+	18, // 5: lb.v1.ListPoolsResponse.pools:type_name -> lb.v1.Pool
+	18, // 6: lb.v1.UpdatePoolRequest.pool:type_name -> lb.v1.Pool
+	19, // 7: lb.v1.UpdatePoolRequest.update_mask:type_name -> google.protobuf.FieldMask
+	18, // 8: lb.v1.UpdatePoolResponse.pool:type_name -> lb.v1.Pool
+	18, // 9: lb.v1.AddBackendResponse.pool:type_name -> lb.v1.Pool
+	18, // 10: lb.v1.RemoveBackendResponse.pool:type_name -> lb.v1.Pool
+	18, // 11: lb.v1.UpdateBackendResponse.pool:type_name -> lb.v1.Pool
+	0,  // 12: lb.v1.AdminService.CreatePool:input_type -> lb.v1.CreatePoolRequest
+	2,  // 13: lb.v1.AdminService.GetPool:input_type -> lb.v1.GetPoolRequest
+	6,  // 14: lb.v1.AdminService.ListPools:input_type -> lb.v1.ListPoolsRequest
+	8,  // 15: lb.v1.AdminService.UpdatePool:input_type -> lb.v1.UpdatePoolRequest
+	10, // 16: lb.v1.AdminService.DeletePool:input_type -> lb.v1.DeletePoolRequest
+	12, // 17: lb.v1.AdminService.AddBackend:input_type -> lb.v1.AddBackendRequest
+	14, // 18: lb.v1.AdminService.RemoveBackend:input_type -> lb.v1.RemoveBackendRequest
+	16, // 19: lb.v1.AdminService.UpdateBackend:input_type -> lb.v1.UpdateBackendRequest
+	1,  // 20: lb.v1.AdminService.CreatePool:output_type -> lb.v1.CreatePoolResponse
+	3,  // 21: lb.v1.AdminService.GetPool:output_type -> lb.v1.GetPoolResponse
+	7,  // 22: lb.v1.AdminService.ListPools:output_type -> lb.v1.ListPoolsResponse
+	9,  // 23: lb.v1.AdminService.UpdatePool:output_type -> lb.v1.UpdatePoolResponse
+	11, // 24: lb.v1.AdminService.DeletePool:output_type -> lb.v1.DeletePoolResponse
+	13, // 25: lb.v1.AdminService.AddBackend:output_type -> lb.v1.AddBackendResponse
+	15, // 26: lb.v1.AdminService.RemoveBackend:output_type -> lb.v1.RemoveBackendResponse
+	17, // 27: lb.v1.AdminService.UpdateBackend:output_type -> lb.v1.UpdateBackendResponse
+	20, // [20:28] is the sub-list for method output_type
+	12, // [12:20] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_lb_v1_admin_proto_init() }
@@ -1008,14 +1193,15 @@ func file_lb_v1_admin_proto_init() {
 		return
 	}
 	file_lb_v1_pool_proto_init()
-	file_lb_v1_admin_proto_msgTypes[10].OneofWrappers = []any{}
+	file_lb_v1_admin_proto_msgTypes[12].OneofWrappers = []any{}
+	file_lb_v1_admin_proto_msgTypes[16].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lb_v1_admin_proto_rawDesc), len(file_lb_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -58,7 +58,7 @@ type AdminServiceClient interface {
 	AddBackend(ctx context.Context, in *AddBackendRequest, opts ...grpc.CallOption) (*AddBackendResponse, error)
 	// RemoveBackend removes a backend from a pool.
 	RemoveBackend(ctx context.Context, in *RemoveBackendRequest, opts ...grpc.CallOption) (*RemoveBackendResponse, error)
-	// UpdateBackend changes a backend's weight.
+	// UpdateBackend changes a backend's weight or draining state.
 	UpdateBackend(ctx context.Context, in *UpdateBackendRequest, opts ...grpc.CallOption) (*UpdateBackendResponse, error)
 }
 
@@ -179,7 +179,7 @@ type AdminServiceServer interface {
 	AddBackend(context.Context, *AddBackendRequest) (*AddBackendResponse, error)
 	// RemoveBackend removes a backend from a pool.
 	RemoveBackend(context.Context, *RemoveBackendRequest) (*RemoveBackendResponse, error)
-	// UpdateBackend changes a backend's weight.
+	// UpdateBackend changes a backend's weight or draining state.
 	UpdateBackend(context.Context, *UpdateBackendRequest) (*UpdateBackendResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }

@@ -31,6 +31,7 @@ type StreamConfigRequest struct {
 	//	*StreamConfigRequest_Hello
 	//	*StreamConfigRequest_Ack
 	//	*StreamConfigRequest_Nack
+	//	*StreamConfigRequest_HealthReport
 	Kind          isStreamConfigRequest_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -100,6 +101,15 @@ func (x *StreamConfigRequest) GetNack() *Nack {
 	return nil
 }
 
+func (x *StreamConfigRequest) GetHealthReport() *HealthReport {
+	if x != nil {
+		if x, ok := x.Kind.(*StreamConfigRequest_HealthReport); ok {
+			return x.HealthReport
+		}
+	}
+	return nil
+}
+
 type isStreamConfigRequest_Kind interface {
 	isStreamConfigRequest_Kind()
 }
@@ -119,11 +129,147 @@ type StreamConfigRequest_Nack struct {
 	Nack *Nack `protobuf:"bytes,3,opt,name=nack,proto3,oneof"`
 }
 
+type StreamConfigRequest_HealthReport struct {
+	// HealthReport reports the data plane's view of its backends.
+	HealthReport *HealthReport `protobuf:"bytes,4,opt,name=health_report,json=healthReport,proto3,oneof"`
+}
+
 func (*StreamConfigRequest_Hello) isStreamConfigRequest_Kind() {}
 
 func (*StreamConfigRequest_Ack) isStreamConfigRequest_Kind() {}
 
 func (*StreamConfigRequest_Nack) isStreamConfigRequest_Kind() {}
+
+func (*StreamConfigRequest_HealthReport) isStreamConfigRequest_Kind() {}
+
+// HealthReport is a data plane's whole view of its backends' health, sent
+// when it changes (at most once a second).
+type HealthReport struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Every backend of every pool the data plane serves.
+	Backends      []*BackendHealth `protobuf:"bytes,1,rep,name=backends,proto3" json:"backends,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HealthReport) Reset() {
+	*x = HealthReport{}
+	mi := &file_lb_v1_discovery_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HealthReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HealthReport) ProtoMessage() {}
+
+func (x *HealthReport) ProtoReflect() protoreflect.Message {
+	mi := &file_lb_v1_discovery_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HealthReport.ProtoReflect.Descriptor instead.
+func (*HealthReport) Descriptor() ([]byte, []int) {
+	return file_lb_v1_discovery_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *HealthReport) GetBackends() []*BackendHealth {
+	if x != nil {
+		return x.Backends
+	}
+	return nil
+}
+
+// BackendHealth is a data plane's view of one backend.
+type BackendHealth struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Pool name.
+	Pool string `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
+	// Backend address.
+	Address string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	// Whether active checks (if any) pass.
+	Healthy bool `protobuf:"varint,3,opt,name=healthy,proto3" json:"healthy,omitempty"`
+	// Whether passive checks have ejected it for now.
+	Ejected bool `protobuf:"varint,4,opt,name=ejected,proto3" json:"ejected,omitempty"`
+	// Requests in flight to it.
+	InFlight      uint32 `protobuf:"varint,5,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackendHealth) Reset() {
+	*x = BackendHealth{}
+	mi := &file_lb_v1_discovery_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackendHealth) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackendHealth) ProtoMessage() {}
+
+func (x *BackendHealth) ProtoReflect() protoreflect.Message {
+	mi := &file_lb_v1_discovery_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackendHealth.ProtoReflect.Descriptor instead.
+func (*BackendHealth) Descriptor() ([]byte, []int) {
+	return file_lb_v1_discovery_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *BackendHealth) GetPool() string {
+	if x != nil {
+		return x.Pool
+	}
+	return ""
+}
+
+func (x *BackendHealth) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *BackendHealth) GetHealthy() bool {
+	if x != nil {
+		return x.Healthy
+	}
+	return false
+}
+
+func (x *BackendHealth) GetEjected() bool {
+	if x != nil {
+		return x.Ejected
+	}
+	return false
+}
+
+func (x *BackendHealth) GetInFlight() uint32 {
+	if x != nil {
+		return x.InFlight
+	}
+	return 0
+}
 
 // Hello identifies a data plane at the start of a stream.
 type Hello struct {
@@ -138,7 +284,7 @@ type Hello struct {
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_lb_v1_discovery_proto_msgTypes[1]
+	mi := &file_lb_v1_discovery_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -150,7 +296,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_v1_discovery_proto_msgTypes[1]
+	mi := &file_lb_v1_discovery_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -163,7 +309,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_lb_v1_discovery_proto_rawDescGZIP(), []int{1}
+	return file_lb_v1_discovery_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Hello) GetNodeId() string {
@@ -191,7 +337,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_lb_v1_discovery_proto_msgTypes[2]
+	mi := &file_lb_v1_discovery_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -203,7 +349,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_v1_discovery_proto_msgTypes[2]
+	mi := &file_lb_v1_discovery_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -216,7 +362,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_lb_v1_discovery_proto_rawDescGZIP(), []int{2}
+	return file_lb_v1_discovery_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Ack) GetVersion() uint64 {
@@ -239,7 +385,7 @@ type Nack struct {
 
 func (x *Nack) Reset() {
 	*x = Nack{}
-	mi := &file_lb_v1_discovery_proto_msgTypes[3]
+	mi := &file_lb_v1_discovery_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -251,7 +397,7 @@ func (x *Nack) String() string {
 func (*Nack) ProtoMessage() {}
 
 func (x *Nack) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_v1_discovery_proto_msgTypes[3]
+	mi := &file_lb_v1_discovery_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -264,7 +410,7 @@ func (x *Nack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Nack.ProtoReflect.Descriptor instead.
 func (*Nack) Descriptor() ([]byte, []int) {
-	return file_lb_v1_discovery_proto_rawDescGZIP(), []int{3}
+	return file_lb_v1_discovery_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Nack) GetVersion() uint64 {
@@ -300,7 +446,7 @@ type StreamConfigResponse struct {
 
 func (x *StreamConfigResponse) Reset() {
 	*x = StreamConfigResponse{}
-	mi := &file_lb_v1_discovery_proto_msgTypes[4]
+	mi := &file_lb_v1_discovery_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -312,7 +458,7 @@ func (x *StreamConfigResponse) String() string {
 func (*StreamConfigResponse) ProtoMessage() {}
 
 func (x *StreamConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_v1_discovery_proto_msgTypes[4]
+	mi := &file_lb_v1_discovery_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -325,7 +471,7 @@ func (x *StreamConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamConfigResponse.ProtoReflect.Descriptor instead.
 func (*StreamConfigResponse) Descriptor() ([]byte, []int) {
-	return file_lb_v1_discovery_proto_rawDescGZIP(), []int{4}
+	return file_lb_v1_discovery_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *StreamConfigResponse) GetVersion() uint64 {
@@ -360,13 +506,22 @@ var File_lb_v1_discovery_proto protoreflect.FileDescriptor
 
 const file_lb_v1_discovery_proto_rawDesc = "" +
 	"\n" +
-	"\x15lb/v1/discovery.proto\x12\x05lb.v1\x1a\x10lb/v1/pool.proto\"\x86\x01\n" +
+	"\x15lb/v1/discovery.proto\x12\x05lb.v1\x1a\x10lb/v1/pool.proto\"\xc2\x01\n" +
 	"\x13StreamConfigRequest\x12$\n" +
 	"\x05hello\x18\x01 \x01(\v2\f.lb.v1.HelloH\x00R\x05hello\x12\x1e\n" +
 	"\x03ack\x18\x02 \x01(\v2\n" +
 	".lb.v1.AckH\x00R\x03ack\x12!\n" +
-	"\x04nack\x18\x03 \x01(\v2\v.lb.v1.NackH\x00R\x04nackB\x06\n" +
-	"\x04kind\":\n" +
+	"\x04nack\x18\x03 \x01(\v2\v.lb.v1.NackH\x00R\x04nack\x12:\n" +
+	"\rhealth_report\x18\x04 \x01(\v2\x13.lb.v1.HealthReportH\x00R\fhealthReportB\x06\n" +
+	"\x04kind\"@\n" +
+	"\fHealthReport\x120\n" +
+	"\bbackends\x18\x01 \x03(\v2\x14.lb.v1.BackendHealthR\bbackends\"\x8e\x01\n" +
+	"\rBackendHealth\x12\x12\n" +
+	"\x04pool\x18\x01 \x01(\tR\x04pool\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x18\n" +
+	"\ahealthy\x18\x03 \x01(\bR\ahealthy\x12\x18\n" +
+	"\aejected\x18\x04 \x01(\bR\aejected\x12\x1b\n" +
+	"\tin_flight\x18\x05 \x01(\rR\binFlight\":\n" +
 	"\x05Hello\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\"\x1f\n" +
@@ -395,27 +550,31 @@ func file_lb_v1_discovery_proto_rawDescGZIP() []byte {
 	return file_lb_v1_discovery_proto_rawDescData
 }
 
-var file_lb_v1_discovery_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_lb_v1_discovery_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_lb_v1_discovery_proto_goTypes = []any{
 	(*StreamConfigRequest)(nil),  // 0: lb.v1.StreamConfigRequest
-	(*Hello)(nil),                // 1: lb.v1.Hello
-	(*Ack)(nil),                  // 2: lb.v1.Ack
-	(*Nack)(nil),                 // 3: lb.v1.Nack
-	(*StreamConfigResponse)(nil), // 4: lb.v1.StreamConfigResponse
-	(*Pool)(nil),                 // 5: lb.v1.Pool
+	(*HealthReport)(nil),         // 1: lb.v1.HealthReport
+	(*BackendHealth)(nil),        // 2: lb.v1.BackendHealth
+	(*Hello)(nil),                // 3: lb.v1.Hello
+	(*Ack)(nil),                  // 4: lb.v1.Ack
+	(*Nack)(nil),                 // 5: lb.v1.Nack
+	(*StreamConfigResponse)(nil), // 6: lb.v1.StreamConfigResponse
+	(*Pool)(nil),                 // 7: lb.v1.Pool
 }
 var file_lb_v1_discovery_proto_depIdxs = []int32{
-	1, // 0: lb.v1.StreamConfigRequest.hello:type_name -> lb.v1.Hello
-	2, // 1: lb.v1.StreamConfigRequest.ack:type_name -> lb.v1.Ack
-	3, // 2: lb.v1.StreamConfigRequest.nack:type_name -> lb.v1.Nack
-	5, // 3: lb.v1.StreamConfigResponse.pools:type_name -> lb.v1.Pool
-	0, // 4: lb.v1.DiscoveryService.StreamConfig:input_type -> lb.v1.StreamConfigRequest
-	4, // 5: lb.v1.DiscoveryService.StreamConfig:output_type -> lb.v1.StreamConfigResponse
-	5, // [5:6] is the sub-list for method output_type
-	4, // [4:5] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	3, // 0: lb.v1.StreamConfigRequest.hello:type_name -> lb.v1.Hello
+	4, // 1: lb.v1.StreamConfigRequest.ack:type_name -> lb.v1.Ack
+	5, // 2: lb.v1.StreamConfigRequest.nack:type_name -> lb.v1.Nack
+	1, // 3: lb.v1.StreamConfigRequest.health_report:type_name -> lb.v1.HealthReport
+	2, // 4: lb.v1.HealthReport.backends:type_name -> lb.v1.BackendHealth
+	7, // 5: lb.v1.StreamConfigResponse.pools:type_name -> lb.v1.Pool
+	0, // 6: lb.v1.DiscoveryService.StreamConfig:input_type -> lb.v1.StreamConfigRequest
+	6, // 7: lb.v1.DiscoveryService.StreamConfig:output_type -> lb.v1.StreamConfigResponse
+	7, // [7:8] is the sub-list for method output_type
+	6, // [6:7] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_lb_v1_discovery_proto_init() }
@@ -428,6 +587,7 @@ func file_lb_v1_discovery_proto_init() {
 		(*StreamConfigRequest_Hello)(nil),
 		(*StreamConfigRequest_Ack)(nil),
 		(*StreamConfigRequest_Nack)(nil),
+		(*StreamConfigRequest_HealthReport)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -435,7 +595,7 @@ func file_lb_v1_discovery_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lb_v1_discovery_proto_rawDesc), len(file_lb_v1_discovery_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   5,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -9,6 +9,7 @@ package lbv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -20,6 +21,191 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+// Algorithm is a backend selection policy.
+type Algorithm int32
+
+const (
+	// Round robin (the default).
+	Algorithm_ALGORITHM_UNSPECIFIED Algorithm = 0
+	// Smooth weighted round robin: each backend's share is its weight, with
+	// picks interleaved rather than in runs.
+	Algorithm_ALGORITHM_ROUND_ROBIN Algorithm = 1
+	// The less loaded of two random backends (power of two choices on
+	// requests in flight), weighted.
+	Algorithm_ALGORITHM_LEAST_REQUEST Algorithm = 2
+	// A random backend, weighted.
+	Algorithm_ALGORITHM_RANDOM Algorithm = 3
+	// A backend chosen by hashing a key of the request (see HashKey) on a
+	// consistent-hash table, so that a key keeps its backend and adding or
+	// removing one of N backends moves about 1/N of the keys.
+	Algorithm_ALGORITHM_CONSISTENT_HASH Algorithm = 4
+)
+
+// Enum value maps for Algorithm.
+var (
+	Algorithm_name = map[int32]string{
+		0: "ALGORITHM_UNSPECIFIED",
+		1: "ALGORITHM_ROUND_ROBIN",
+		2: "ALGORITHM_LEAST_REQUEST",
+		3: "ALGORITHM_RANDOM",
+		4: "ALGORITHM_CONSISTENT_HASH",
+	}
+	Algorithm_value = map[string]int32{
+		"ALGORITHM_UNSPECIFIED":     0,
+		"ALGORITHM_ROUND_ROBIN":     1,
+		"ALGORITHM_LEAST_REQUEST":   2,
+		"ALGORITHM_RANDOM":          3,
+		"ALGORITHM_CONSISTENT_HASH": 4,
+	}
+)
+
+func (x Algorithm) Enum() *Algorithm {
+	p := new(Algorithm)
+	*p = x
+	return p
+}
+
+func (x Algorithm) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Algorithm) Descriptor() protoreflect.EnumDescriptor {
+	return file_lb_v1_pool_proto_enumTypes[0].Descriptor()
+}
+
+func (Algorithm) Type() protoreflect.EnumType {
+	return &file_lb_v1_pool_proto_enumTypes[0]
+}
+
+func (x Algorithm) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Algorithm.Descriptor instead.
+func (Algorithm) EnumDescriptor() ([]byte, []int) {
+	return file_lb_v1_pool_proto_rawDescGZIP(), []int{0}
+}
+
+// HashKeySource says what part of a request is hashed.
+type HashKeySource int32
+
+const (
+	// Not set; required with ALGORITHM_CONSISTENT_HASH.
+	HashKeySource_HASH_KEY_SOURCE_UNSPECIFIED HashKeySource = 0
+	// The value of the header named by HashKey.name.
+	HashKeySource_HASH_KEY_SOURCE_HEADER HashKeySource = 1
+	// The value of the cookie named by HashKey.name.
+	HashKeySource_HASH_KEY_SOURCE_COOKIE HashKeySource = 2
+	// The client's IP address.
+	HashKeySource_HASH_KEY_SOURCE_CLIENT_IP HashKeySource = 3
+	// The request path.
+	HashKeySource_HASH_KEY_SOURCE_PATH HashKeySource = 4
+)
+
+// Enum value maps for HashKeySource.
+var (
+	HashKeySource_name = map[int32]string{
+		0: "HASH_KEY_SOURCE_UNSPECIFIED",
+		1: "HASH_KEY_SOURCE_HEADER",
+		2: "HASH_KEY_SOURCE_COOKIE",
+		3: "HASH_KEY_SOURCE_CLIENT_IP",
+		4: "HASH_KEY_SOURCE_PATH",
+	}
+	HashKeySource_value = map[string]int32{
+		"HASH_KEY_SOURCE_UNSPECIFIED": 0,
+		"HASH_KEY_SOURCE_HEADER":      1,
+		"HASH_KEY_SOURCE_COOKIE":      2,
+		"HASH_KEY_SOURCE_CLIENT_IP":   3,
+		"HASH_KEY_SOURCE_PATH":        4,
+	}
+)
+
+func (x HashKeySource) Enum() *HashKeySource {
+	p := new(HashKeySource)
+	*p = x
+	return p
+}
+
+func (x HashKeySource) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (HashKeySource) Descriptor() protoreflect.EnumDescriptor {
+	return file_lb_v1_pool_proto_enumTypes[1].Descriptor()
+}
+
+func (HashKeySource) Type() protoreflect.EnumType {
+	return &file_lb_v1_pool_proto_enumTypes[1]
+}
+
+func (x HashKeySource) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use HashKeySource.Descriptor instead.
+func (HashKeySource) EnumDescriptor() ([]byte, []int) {
+	return file_lb_v1_pool_proto_rawDescGZIP(), []int{1}
+}
+
+// HealthCheckType is the kind of active health check.
+type HealthCheckType int32
+
+const (
+	// No active checks.
+	HealthCheckType_HEALTH_CHECK_TYPE_UNSPECIFIED HealthCheckType = 0
+	// An HTTP GET of HealthCheck.path; healthy when the status is in the
+	// expected range.
+	HealthCheckType_HEALTH_CHECK_TYPE_HTTP HealthCheckType = 1
+	// A TCP connect.
+	HealthCheckType_HEALTH_CHECK_TYPE_TCP HealthCheckType = 2
+	// The gRPC health checking protocol (grpc.health.v1.Health/Check) for
+	// HealthCheck.grpc_service; healthy when SERVING.
+	HealthCheckType_HEALTH_CHECK_TYPE_GRPC HealthCheckType = 3
+)
+
+// Enum value maps for HealthCheckType.
+var (
+	HealthCheckType_name = map[int32]string{
+		0: "HEALTH_CHECK_TYPE_UNSPECIFIED",
+		1: "HEALTH_CHECK_TYPE_HTTP",
+		2: "HEALTH_CHECK_TYPE_TCP",
+		3: "HEALTH_CHECK_TYPE_GRPC",
+	}
+	HealthCheckType_value = map[string]int32{
+		"HEALTH_CHECK_TYPE_UNSPECIFIED": 0,
+		"HEALTH_CHECK_TYPE_HTTP":        1,
+		"HEALTH_CHECK_TYPE_TCP":         2,
+		"HEALTH_CHECK_TYPE_GRPC":        3,
+	}
+)
+
+func (x HealthCheckType) Enum() *HealthCheckType {
+	p := new(HealthCheckType)
+	*p = x
+	return p
+}
+
+func (x HealthCheckType) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (HealthCheckType) Descriptor() protoreflect.EnumDescriptor {
+	return file_lb_v1_pool_proto_enumTypes[2].Descriptor()
+}
+
+func (HealthCheckType) Type() protoreflect.EnumType {
+	return &file_lb_v1_pool_proto_enumTypes[2]
+}
+
+func (x HealthCheckType) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use HealthCheckType.Descriptor instead.
+func (HealthCheckType) EnumDescriptor() ([]byte, []int) {
+	return file_lb_v1_pool_proto_rawDescGZIP(), []int{2}
+}
 
 // UpstreamProtocol is the protocol spoken to a pool's backends.
 type UpstreamProtocol int32
@@ -64,11 +250,11 @@ func (x UpstreamProtocol) String() string {
 }
 
 func (UpstreamProtocol) Descriptor() protoreflect.EnumDescriptor {
-	return file_lb_v1_pool_proto_enumTypes[0].Descriptor()
+	return file_lb_v1_pool_proto_enumTypes[3].Descriptor()
 }
 
 func (UpstreamProtocol) Type() protoreflect.EnumType {
-	return &file_lb_v1_pool_proto_enumTypes[0]
+	return &file_lb_v1_pool_proto_enumTypes[3]
 }
 
 func (x UpstreamProtocol) Number() protoreflect.EnumNumber {
@@ -77,7 +263,7 @@ func (x UpstreamProtocol) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use UpstreamProtocol.Descriptor instead.
 func (UpstreamProtocol) EnumDescriptor() ([]byte, []int) {
-	return file_lb_v1_pool_proto_rawDescGZIP(), []int{0}
+	return file_lb_v1_pool_proto_rawDescGZIP(), []int{3}
 }
 
 // Pool is a named group of backends together with the routes that lead to it.
@@ -103,7 +289,19 @@ type Pool struct {
 	Version uint64 `protobuf:"varint,5,opt,name=version,proto3" json:"version,omitempty"`
 	// How the data planes talk to this pool's backends. Unset: plain HTTP,
 	// with the protocol chosen per request (see UpstreamProtocol).
-	Upstream      *Upstream `protobuf:"bytes,6,opt,name=upstream,proto3" json:"upstream,omitempty"`
+	Upstream *Upstream `protobuf:"bytes,6,opt,name=upstream,proto3" json:"upstream,omitempty"`
+	// How requests are spread over the backends. Unset: round robin.
+	LoadBalancing *LoadBalancing `protobuf:"bytes,7,opt,name=load_balancing,json=loadBalancing,proto3" json:"load_balancing,omitempty"`
+	// Active health checking, run by every data plane. Unset: none (backends
+	// count as healthy unless passive checks eject them).
+	HealthCheck *HealthCheck `protobuf:"bytes,8,opt,name=health_check,json=healthCheck,proto3" json:"health_check,omitempty"`
+	// Passive health checking: ejection of backends that keep failing.
+	// Unset: the defaults documented on OutlierDetection.
+	OutlierDetection *OutlierDetection `protobuf:"bytes,9,opt,name=outlier_detection,json=outlierDetection,proto3" json:"outlier_detection,omitempty"`
+	// Retries of requests that could not reach a backend. Unset: 2 retries.
+	Retry *RetryPolicy `protobuf:"bytes,10,opt,name=retry,proto3" json:"retry,omitempty"`
+	// Timeouts towards the backends. Unset: the defaults documented on Timeouts.
+	Timeouts      *Timeouts `protobuf:"bytes,11,opt,name=timeouts,proto3" json:"timeouts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -180,6 +378,482 @@ func (x *Pool) GetUpstream() *Upstream {
 	return nil
 }
 
+func (x *Pool) GetLoadBalancing() *LoadBalancing {
+	if x != nil {
+		return x.LoadBalancing
+	}
+	return nil
+}
+
+func (x *Pool) GetHealthCheck() *HealthCheck {
+	if x != nil {
+		return x.HealthCheck
+	}
+	return nil
+}
+
+func (x *Pool) GetOutlierDetection() *OutlierDetection {
+	if x != nil {
+		return x.OutlierDetection
+	}
+	return nil
+}
+
+func (x *Pool) GetRetry() *RetryPolicy {
+	if x != nil {
+		return x.Retry
+	}
+	return nil
+}
+
+func (x *Pool) GetTimeouts() *Timeouts {
+	if x != nil {
+		return x.Timeouts
+	}
+	return nil
+}
+
+// HashKey names the request attribute consistent hashing uses. Requests
+// without it (a missing header or cookie) are spread by round robin.
+type HashKey struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Source of the key.
+	Source HashKeySource `protobuf:"varint,1,opt,name=source,proto3,enum=lb.v1.HashKeySource" json:"source,omitempty"`
+	// Header or cookie name, for those sources.
+	Name          string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HashKey) Reset() {
+	*x = HashKey{}
+	mi := &file_lb_v1_pool_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HashKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HashKey) ProtoMessage() {}
+
+func (x *HashKey) ProtoReflect() protoreflect.Message {
+	mi := &file_lb_v1_pool_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HashKey.ProtoReflect.Descriptor instead.
+func (*HashKey) Descriptor() ([]byte, []int) {
+	return file_lb_v1_pool_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *HashKey) GetSource() HashKeySource {
+	if x != nil {
+		return x.Source
+	}
+	return HashKeySource_HASH_KEY_SOURCE_UNSPECIFIED
+}
+
+func (x *HashKey) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// LoadBalancing is a pool's selection policy.
+type LoadBalancing struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Selection policy.
+	Algorithm Algorithm `protobuf:"varint,1,opt,name=algorithm,proto3,enum=lb.v1.Algorithm" json:"algorithm,omitempty"`
+	// Key for ALGORITHM_CONSISTENT_HASH; not allowed with other algorithms.
+	HashKey *HashKey `protobuf:"bytes,2,opt,name=hash_key,json=hashKey,proto3" json:"hash_key,omitempty"`
+	// A backend that joins or recovers ramps its share up linearly over this
+	// window (round robin, least request and random). Unset or 0: no ramp.
+	SlowStart     *durationpb.Duration `protobuf:"bytes,3,opt,name=slow_start,json=slowStart,proto3" json:"slow_start,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LoadBalancing) Reset() {
+	*x = LoadBalancing{}
+	mi := &file_lb_v1_pool_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LoadBalancing) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LoadBalancing) ProtoMessage() {}
+
+func (x *LoadBalancing) ProtoReflect() protoreflect.Message {
+	mi := &file_lb_v1_pool_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LoadBalancing.ProtoReflect.Descriptor instead.
+func (*LoadBalancing) Descriptor() ([]byte, []int) {
+	return file_lb_v1_pool_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *LoadBalancing) GetAlgorithm() Algorithm {
+	if x != nil {
+		return x.Algorithm
+	}
+	return Algorithm_ALGORITHM_UNSPECIFIED
+}
+
+func (x *LoadBalancing) GetHashKey() *HashKey {
+	if x != nil {
+		return x.HashKey
+	}
+	return nil
+}
+
+func (x *LoadBalancing) GetSlowStart() *durationpb.Duration {
+	if x != nil {
+		return x.SlowStart
+	}
+	return nil
+}
+
+// HealthCheck configures active health checking. Every data plane checks
+// every backend of the pool on its own, at the interval with 10% jitter.
+type HealthCheck struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Kind of check.
+	Type HealthCheckType `protobuf:"varint,1,opt,name=type,proto3,enum=lb.v1.HealthCheckType" json:"type,omitempty"`
+	// HTTP path, starting with "/". Default "/".
+	Path string `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	// HTTP Host header. Default: the backend address.
+	Host string `protobuf:"bytes,3,opt,name=host,proto3" json:"host,omitempty"`
+	// Lowest healthy HTTP status. Default 200.
+	ExpectedStatusMin uint32 `protobuf:"varint,4,opt,name=expected_status_min,json=expectedStatusMin,proto3" json:"expected_status_min,omitempty"`
+	// Highest healthy HTTP status. Default 399.
+	ExpectedStatusMax uint32 `protobuf:"varint,5,opt,name=expected_status_max,json=expectedStatusMax,proto3" json:"expected_status_max,omitempty"`
+	// gRPC service name to check; empty means the server as a whole.
+	GrpcService string `protobuf:"bytes,6,opt,name=grpc_service,json=grpcService,proto3" json:"grpc_service,omitempty"`
+	// Time between checks of one backend. Default 5s; at least 100ms and
+	// longer than timeout.
+	Interval *durationpb.Duration `protobuf:"bytes,7,opt,name=interval,proto3" json:"interval,omitempty"`
+	// Time a check may take. Default 1s.
+	Timeout *durationpb.Duration `protobuf:"bytes,8,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	// Consecutive successes that make an unhealthy backend healthy. Default 2.
+	HealthyThreshold uint32 `protobuf:"varint,9,opt,name=healthy_threshold,json=healthyThreshold,proto3" json:"healthy_threshold,omitempty"`
+	// Consecutive failures that make a healthy backend unhealthy. Default 3.
+	UnhealthyThreshold uint32 `protobuf:"varint,10,opt,name=unhealthy_threshold,json=unhealthyThreshold,proto3" json:"unhealthy_threshold,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *HealthCheck) Reset() {
+	*x = HealthCheck{}
+	mi := &file_lb_v1_pool_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HealthCheck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HealthCheck) ProtoMessage() {}
+
+func (x *HealthCheck) ProtoReflect() protoreflect.Message {
+	mi := &file_lb_v1_pool_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HealthCheck.ProtoReflect.Descriptor instead.
+func (*HealthCheck) Descriptor() ([]byte, []int) {
+	return file_lb_v1_pool_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *HealthCheck) GetType() HealthCheckType {
+	if x != nil {
+		return x.Type
+	}
+	return HealthCheckType_HEALTH_CHECK_TYPE_UNSPECIFIED
+}
+
+func (x *HealthCheck) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *HealthCheck) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
+}
+
+func (x *HealthCheck) GetExpectedStatusMin() uint32 {
+	if x != nil {
+		return x.ExpectedStatusMin
+	}
+	return 0
+}
+
+func (x *HealthCheck) GetExpectedStatusMax() uint32 {
+	if x != nil {
+		return x.ExpectedStatusMax
+	}
+	return 0
+}
+
+func (x *HealthCheck) GetGrpcService() string {
+	if x != nil {
+		return x.GrpcService
+	}
+	return ""
+}
+
+func (x *HealthCheck) GetInterval() *durationpb.Duration {
+	if x != nil {
+		return x.Interval
+	}
+	return nil
+}
+
+func (x *HealthCheck) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+func (x *HealthCheck) GetHealthyThreshold() uint32 {
+	if x != nil {
+		return x.HealthyThreshold
+	}
+	return 0
+}
+
+func (x *HealthCheck) GetUnhealthyThreshold() uint32 {
+	if x != nil {
+		return x.UnhealthyThreshold
+	}
+	return 0
+}
+
+// OutlierDetection ejects backends whose requests keep failing (connection
+// failures, or 5xx answers) for a while, for longer each time.
+type OutlierDetection struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Consecutive failures that eject a backend. Default 5; 0 uses the default.
+	ConsecutiveFailures uint32 `protobuf:"varint,1,opt,name=consecutive_failures,json=consecutiveFailures,proto3" json:"consecutive_failures,omitempty"`
+	// Ejection time for the first ejection; each further ejection of the same
+	// backend doubles it, up to 10 times this. Default 30s.
+	BaseEjectionTime *durationpb.Duration `protobuf:"bytes,2,opt,name=base_ejection_time,json=baseEjectionTime,proto3" json:"base_ejection_time,omitempty"`
+	// Most of the pool's backends, in percent, that may be ejected at once.
+	// Default 50; 100 allows all.
+	MaxEjectionPercent uint32 `protobuf:"varint,3,opt,name=max_ejection_percent,json=maxEjectionPercent,proto3" json:"max_ejection_percent,omitempty"`
+	// Turn passive checking off.
+	Disabled      bool `protobuf:"varint,4,opt,name=disabled,proto3" json:"disabled,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OutlierDetection) Reset() {
+	*x = OutlierDetection{}
+	mi := &file_lb_v1_pool_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OutlierDetection) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OutlierDetection) ProtoMessage() {}
+
+func (x *OutlierDetection) ProtoReflect() protoreflect.Message {
+	mi := &file_lb_v1_pool_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OutlierDetection.ProtoReflect.Descriptor instead.
+func (*OutlierDetection) Descriptor() ([]byte, []int) {
+	return file_lb_v1_pool_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *OutlierDetection) GetConsecutiveFailures() uint32 {
+	if x != nil {
+		return x.ConsecutiveFailures
+	}
+	return 0
+}
+
+func (x *OutlierDetection) GetBaseEjectionTime() *durationpb.Duration {
+	if x != nil {
+		return x.BaseEjectionTime
+	}
+	return nil
+}
+
+func (x *OutlierDetection) GetMaxEjectionPercent() uint32 {
+	if x != nil {
+		return x.MaxEjectionPercent
+	}
+	return 0
+}
+
+func (x *OutlierDetection) GetDisabled() bool {
+	if x != nil {
+		return x.Disabled
+	}
+	return false
+}
+
+// RetryPolicy says how requests that could not reach a backend are retried.
+// A request is retried on another backend when its connection failed
+// (refused, reset before any response, TLS failure, connect timeout) and
+// it is safe: it had no body, or its method is idempotent and its body was
+// small enough to have been kept (64 KiB).
+type RetryPolicy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Retries after the first attempt, 0 to 10. Unset: 2.
+	Retries       *uint32 `protobuf:"varint,1,opt,name=retries,proto3,oneof" json:"retries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetryPolicy) Reset() {
+	*x = RetryPolicy{}
+	mi := &file_lb_v1_pool_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetryPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetryPolicy) ProtoMessage() {}
+
+func (x *RetryPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_lb_v1_pool_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetryPolicy.ProtoReflect.Descriptor instead.
+func (*RetryPolicy) Descriptor() ([]byte, []int) {
+	return file_lb_v1_pool_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *RetryPolicy) GetRetries() uint32 {
+	if x != nil && x.Retries != nil {
+		return *x.Retries
+	}
+	return 0
+}
+
+// Timeouts towards a pool's backends.
+type Timeouts struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Establishing a connection (TCP and TLS). Default 5s.
+	Connect *durationpb.Duration `protobuf:"bytes,1,opt,name=connect,proto3" json:"connect,omitempty"`
+	// Waiting for response headers once the request is sent. Default 60s;
+	// a timeout gives 504.
+	ResponseHeader *durationpb.Duration `protobuf:"bytes,2,opt,name=response_header,json=responseHeader,proto3" json:"response_header,omitempty"`
+	// Keeping an idle upstream connection for reuse. Default 90s.
+	Idle          *durationpb.Duration `protobuf:"bytes,3,opt,name=idle,proto3" json:"idle,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Timeouts) Reset() {
+	*x = Timeouts{}
+	mi := &file_lb_v1_pool_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Timeouts) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Timeouts) ProtoMessage() {}
+
+func (x *Timeouts) ProtoReflect() protoreflect.Message {
+	mi := &file_lb_v1_pool_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Timeouts.ProtoReflect.Descriptor instead.
+func (*Timeouts) Descriptor() ([]byte, []int) {
+	return file_lb_v1_pool_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *Timeouts) GetConnect() *durationpb.Duration {
+	if x != nil {
+		return x.Connect
+	}
+	return nil
+}
+
+func (x *Timeouts) GetResponseHeader() *durationpb.Duration {
+	if x != nil {
+		return x.ResponseHeader
+	}
+	return nil
+}
+
+func (x *Timeouts) GetIdle() *durationpb.Duration {
+	if x != nil {
+		return x.Idle
+	}
+	return nil
+}
+
 // Upstream says how data planes connect to a pool's backends.
 type Upstream struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -213,7 +887,7 @@ type Upstream struct {
 
 func (x *Upstream) Reset() {
 	*x = Upstream{}
-	mi := &file_lb_v1_pool_proto_msgTypes[1]
+	mi := &file_lb_v1_pool_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -225,7 +899,7 @@ func (x *Upstream) String() string {
 func (*Upstream) ProtoMessage() {}
 
 func (x *Upstream) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_v1_pool_proto_msgTypes[1]
+	mi := &file_lb_v1_pool_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -238,7 +912,7 @@ func (x *Upstream) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Upstream.ProtoReflect.Descriptor instead.
 func (*Upstream) Descriptor() ([]byte, []int) {
-	return file_lb_v1_pool_proto_rawDescGZIP(), []int{1}
+	return file_lb_v1_pool_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Upstream) GetProtocol() UpstreamProtocol {
@@ -313,14 +987,17 @@ type Backend struct {
 	// Weight is the backend's relative share of requests, 1 to 10000. In a
 	// pool given to CreatePool or UpdatePool, 0 (unset) means the default, 1;
 	// UpdateBackend and AddBackend refuse an explicit 0.
-	Weight        uint32 `protobuf:"varint,2,opt,name=weight,proto3" json:"weight,omitempty"`
+	Weight uint32 `protobuf:"varint,2,opt,name=weight,proto3" json:"weight,omitempty"`
+	// Draining: the backend gets no new requests; requests and WebSocket
+	// sessions already on it finish.
+	Draining      bool `protobuf:"varint,3,opt,name=draining,proto3" json:"draining,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Backend) Reset() {
 	*x = Backend{}
-	mi := &file_lb_v1_pool_proto_msgTypes[2]
+	mi := &file_lb_v1_pool_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -332,7 +1009,7 @@ func (x *Backend) String() string {
 func (*Backend) ProtoMessage() {}
 
 func (x *Backend) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_v1_pool_proto_msgTypes[2]
+	mi := &file_lb_v1_pool_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -345,7 +1022,7 @@ func (x *Backend) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backend.ProtoReflect.Descriptor instead.
 func (*Backend) Descriptor() ([]byte, []int) {
-	return file_lb_v1_pool_proto_rawDescGZIP(), []int{2}
+	return file_lb_v1_pool_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Backend) GetAddress() string {
@@ -362,11 +1039,18 @@ func (x *Backend) GetWeight() uint32 {
 	return 0
 }
 
+func (x *Backend) GetDraining() bool {
+	if x != nil {
+		return x.Draining
+	}
+	return false
+}
+
 var File_lb_v1_pool_proto protoreflect.FileDescriptor
 
 const file_lb_v1_pool_proto_rawDesc = "" +
 	"\n" +
-	"\x10lb/v1/pool.proto\x12\x05lb.v1\"\xc4\x01\n" +
+	"\x10lb/v1/pool.proto\x12\x05lb.v1\x1a\x1egoogle/protobuf/duration.proto\"\xd5\x03\n" +
 	"\x04Pool\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05hosts\x18\x02 \x03(\tR\x05hosts\x12\x1f\n" +
@@ -374,7 +1058,46 @@ const file_lb_v1_pool_proto_rawDesc = "" +
 	"pathPrefix\x12*\n" +
 	"\bbackends\x18\x04 \x03(\v2\x0e.lb.v1.BackendR\bbackends\x12\x18\n" +
 	"\aversion\x18\x05 \x01(\x04R\aversion\x12+\n" +
-	"\bupstream\x18\x06 \x01(\v2\x0f.lb.v1.UpstreamR\bupstream\"\xc1\x02\n" +
+	"\bupstream\x18\x06 \x01(\v2\x0f.lb.v1.UpstreamR\bupstream\x12;\n" +
+	"\x0eload_balancing\x18\a \x01(\v2\x14.lb.v1.LoadBalancingR\rloadBalancing\x125\n" +
+	"\fhealth_check\x18\b \x01(\v2\x12.lb.v1.HealthCheckR\vhealthCheck\x12D\n" +
+	"\x11outlier_detection\x18\t \x01(\v2\x17.lb.v1.OutlierDetectionR\x10outlierDetection\x12(\n" +
+	"\x05retry\x18\n" +
+	" \x01(\v2\x12.lb.v1.RetryPolicyR\x05retry\x12+\n" +
+	"\btimeouts\x18\v \x01(\v2\x0f.lb.v1.TimeoutsR\btimeouts\"K\n" +
+	"\aHashKey\x12,\n" +
+	"\x06source\x18\x01 \x01(\x0e2\x14.lb.v1.HashKeySourceR\x06source\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"\xa4\x01\n" +
+	"\rLoadBalancing\x12.\n" +
+	"\talgorithm\x18\x01 \x01(\x0e2\x10.lb.v1.AlgorithmR\talgorithm\x12)\n" +
+	"\bhash_key\x18\x02 \x01(\v2\x0e.lb.v1.HashKeyR\ahashKey\x128\n" +
+	"\n" +
+	"slow_start\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\tslowStart\"\xae\x03\n" +
+	"\vHealthCheck\x12*\n" +
+	"\x04type\x18\x01 \x01(\x0e2\x16.lb.v1.HealthCheckTypeR\x04type\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12\x12\n" +
+	"\x04host\x18\x03 \x01(\tR\x04host\x12.\n" +
+	"\x13expected_status_min\x18\x04 \x01(\rR\x11expectedStatusMin\x12.\n" +
+	"\x13expected_status_max\x18\x05 \x01(\rR\x11expectedStatusMax\x12!\n" +
+	"\fgrpc_service\x18\x06 \x01(\tR\vgrpcService\x125\n" +
+	"\binterval\x18\a \x01(\v2\x19.google.protobuf.DurationR\binterval\x123\n" +
+	"\atimeout\x18\b \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12+\n" +
+	"\x11healthy_threshold\x18\t \x01(\rR\x10healthyThreshold\x12/\n" +
+	"\x13unhealthy_threshold\x18\n" +
+	" \x01(\rR\x12unhealthyThreshold\"\xdc\x01\n" +
+	"\x10OutlierDetection\x121\n" +
+	"\x14consecutive_failures\x18\x01 \x01(\rR\x13consecutiveFailures\x12G\n" +
+	"\x12base_ejection_time\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x10baseEjectionTime\x120\n" +
+	"\x14max_ejection_percent\x18\x03 \x01(\rR\x12maxEjectionPercent\x12\x1a\n" +
+	"\bdisabled\x18\x04 \x01(\bR\bdisabled\"8\n" +
+	"\vRetryPolicy\x12\x1d\n" +
+	"\aretries\x18\x01 \x01(\rH\x00R\aretries\x88\x01\x01B\n" +
+	"\n" +
+	"\b_retries\"\xb2\x01\n" +
+	"\bTimeouts\x123\n" +
+	"\aconnect\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\aconnect\x12B\n" +
+	"\x0fresponse_header\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x0eresponseHeader\x12-\n" +
+	"\x04idle\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x04idle\"\xc1\x02\n" +
 	"\bUpstream\x123\n" +
 	"\bprotocol\x18\x01 \x01(\x0e2\x17.lb.v1.UpstreamProtocolR\bprotocol\x12\x10\n" +
 	"\x03tls\x18\x02 \x01(\bR\x03tls\x12\x10\n" +
@@ -385,10 +1108,28 @@ const file_lb_v1_pool_proto_rawDesc = "" +
 	"\x0eclient_key_pem\x18\a \x01(\tR\fclientKeyPem\x12\x1f\n" +
 	"\vhost_header\x18\b \x01(\tR\n" +
 	"hostHeader\x12$\n" +
-	"\x0eclient_key_set\x18\t \x01(\bR\fclientKeySet\";\n" +
+	"\x0eclient_key_set\x18\t \x01(\bR\fclientKeySet\"W\n" +
 	"\aBackend\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x16\n" +
-	"\x06weight\x18\x02 \x01(\rR\x06weight*\x87\x01\n" +
+	"\x06weight\x18\x02 \x01(\rR\x06weight\x12\x1a\n" +
+	"\bdraining\x18\x03 \x01(\bR\bdraining*\x93\x01\n" +
+	"\tAlgorithm\x12\x19\n" +
+	"\x15ALGORITHM_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15ALGORITHM_ROUND_ROBIN\x10\x01\x12\x1b\n" +
+	"\x17ALGORITHM_LEAST_REQUEST\x10\x02\x12\x14\n" +
+	"\x10ALGORITHM_RANDOM\x10\x03\x12\x1d\n" +
+	"\x19ALGORITHM_CONSISTENT_HASH\x10\x04*\xa1\x01\n" +
+	"\rHashKeySource\x12\x1f\n" +
+	"\x1bHASH_KEY_SOURCE_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16HASH_KEY_SOURCE_HEADER\x10\x01\x12\x1a\n" +
+	"\x16HASH_KEY_SOURCE_COOKIE\x10\x02\x12\x1d\n" +
+	"\x19HASH_KEY_SOURCE_CLIENT_IP\x10\x03\x12\x18\n" +
+	"\x14HASH_KEY_SOURCE_PATH\x10\x04*\x87\x01\n" +
+	"\x0fHealthCheckType\x12!\n" +
+	"\x1dHEALTH_CHECK_TYPE_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16HEALTH_CHECK_TYPE_HTTP\x10\x01\x12\x19\n" +
+	"\x15HEALTH_CHECK_TYPE_TCP\x10\x02\x12\x1a\n" +
+	"\x16HEALTH_CHECK_TYPE_GRPC\x10\x03*\x87\x01\n" +
 	"\x10UpstreamProtocol\x12!\n" +
 	"\x1dUPSTREAM_PROTOCOL_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17UPSTREAM_PROTOCOL_HTTP1\x10\x01\x12\x18\n" +
@@ -407,23 +1148,49 @@ func file_lb_v1_pool_proto_rawDescGZIP() []byte {
 	return file_lb_v1_pool_proto_rawDescData
 }
 
-var file_lb_v1_pool_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_lb_v1_pool_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_lb_v1_pool_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_lb_v1_pool_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_lb_v1_pool_proto_goTypes = []any{
-	(UpstreamProtocol)(0), // 0: lb.v1.UpstreamProtocol
-	(*Pool)(nil),          // 1: lb.v1.Pool
-	(*Upstream)(nil),      // 2: lb.v1.Upstream
-	(*Backend)(nil),       // 3: lb.v1.Backend
+	(Algorithm)(0),              // 0: lb.v1.Algorithm
+	(HashKeySource)(0),          // 1: lb.v1.HashKeySource
+	(HealthCheckType)(0),        // 2: lb.v1.HealthCheckType
+	(UpstreamProtocol)(0),       // 3: lb.v1.UpstreamProtocol
+	(*Pool)(nil),                // 4: lb.v1.Pool
+	(*HashKey)(nil),             // 5: lb.v1.HashKey
+	(*LoadBalancing)(nil),       // 6: lb.v1.LoadBalancing
+	(*HealthCheck)(nil),         // 7: lb.v1.HealthCheck
+	(*OutlierDetection)(nil),    // 8: lb.v1.OutlierDetection
+	(*RetryPolicy)(nil),         // 9: lb.v1.RetryPolicy
+	(*Timeouts)(nil),            // 10: lb.v1.Timeouts
+	(*Upstream)(nil),            // 11: lb.v1.Upstream
+	(*Backend)(nil),             // 12: lb.v1.Backend
+	(*durationpb.Duration)(nil), // 13: google.protobuf.Duration
 }
 var file_lb_v1_pool_proto_depIdxs = []int32{
-	3, // 0: lb.v1.Pool.backends:type_name -> lb.v1.Backend
-	2, // 1: lb.v1.Pool.upstream:type_name -> lb.v1.Upstream
-	0, // 2: lb.v1.Upstream.protocol:type_name -> lb.v1.UpstreamProtocol
-	3, // [3:3] is the sub-list for method output_type
-	3, // [3:3] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	12, // 0: lb.v1.Pool.backends:type_name -> lb.v1.Backend
+	11, // 1: lb.v1.Pool.upstream:type_name -> lb.v1.Upstream
+	6,  // 2: lb.v1.Pool.load_balancing:type_name -> lb.v1.LoadBalancing
+	7,  // 3: lb.v1.Pool.health_check:type_name -> lb.v1.HealthCheck
+	8,  // 4: lb.v1.Pool.outlier_detection:type_name -> lb.v1.OutlierDetection
+	9,  // 5: lb.v1.Pool.retry:type_name -> lb.v1.RetryPolicy
+	10, // 6: lb.v1.Pool.timeouts:type_name -> lb.v1.Timeouts
+	1,  // 7: lb.v1.HashKey.source:type_name -> lb.v1.HashKeySource
+	0,  // 8: lb.v1.LoadBalancing.algorithm:type_name -> lb.v1.Algorithm
+	5,  // 9: lb.v1.LoadBalancing.hash_key:type_name -> lb.v1.HashKey
+	13, // 10: lb.v1.LoadBalancing.slow_start:type_name -> google.protobuf.Duration
+	2,  // 11: lb.v1.HealthCheck.type:type_name -> lb.v1.HealthCheckType
+	13, // 12: lb.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
+	13, // 13: lb.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
+	13, // 14: lb.v1.OutlierDetection.base_ejection_time:type_name -> google.protobuf.Duration
+	13, // 15: lb.v1.Timeouts.connect:type_name -> google.protobuf.Duration
+	13, // 16: lb.v1.Timeouts.response_header:type_name -> google.protobuf.Duration
+	13, // 17: lb.v1.Timeouts.idle:type_name -> google.protobuf.Duration
+	3,  // 18: lb.v1.Upstream.protocol:type_name -> lb.v1.UpstreamProtocol
+	19, // [19:19] is the sub-list for method output_type
+	19, // [19:19] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_lb_v1_pool_proto_init() }
@@ -431,13 +1198,14 @@ func file_lb_v1_pool_proto_init() {
 	if File_lb_v1_pool_proto != nil {
 		return
 	}
+	file_lb_v1_pool_proto_msgTypes[5].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lb_v1_pool_proto_rawDesc), len(file_lb_v1_pool_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   3,
+			NumEnums:      4,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
