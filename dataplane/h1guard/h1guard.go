@@ -23,14 +23,28 @@ package h1guard
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
 	"io"
 	"net"
+	"net/http"
 	"strconv"
+	"sync/atomic"
 )
 
-// RejectPath is the path of the synthetic request that stands for a refused
-// one. A request for it is only a rejection when Rejected says so.
-const RejectPath = "/.lb-h1guard-rejected"
+// rejectPath is the path of the synthetic request that stands for a refused
+// one. It carries a random token made at start-up, so a client cannot ask
+// for it (a request that does gets routed like any other).
+var rejectPath = "/.lb-h1guard-rejected/" + randomToken()
+
+func randomToken() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("h1guard: no randomness: " + err.Error())
+	}
+	return hex.EncodeToString(b[:])
+}
 
 // MaxHeadBytes bounds a request head (request line and headers).
 const MaxHeadBytes = 64 << 10
@@ -40,7 +54,7 @@ const maxChunkLine = 4096
 
 const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
-var rejectRequest = []byte("GET " + RejectPath + " HTTP/1.1\r\nHost: invalid\r\nConnection: close\r\n\r\n")
+var rejectRequest = []byte("GET " + rejectPath + " HTTP/1.1\r\nHost: invalid\r\nConnection: close\r\n\r\n")
 
 type state uint8
 
@@ -64,10 +78,14 @@ type Conn struct {
 	state     state
 	remaining int64  // bytes left in the current body or chunk
 	in        []byte // bytes read but not yet checked
+	scanned   int    // bytes of in already searched for a line end
 	out       []byte // checked bytes not yet returned
 	buf       []byte // backing storage for in
+	outBuf    []byte // backing storage for out
 	upgrade   bool   // the current request asks for a WebSocket upgrade
-	reason    string // why the connection's request was refused
+	// reason says why a request was refused; written by the reading
+	// goroutine, read by handlers.
+	reason atomic.Pointer[string]
 }
 
 // New wraps c.
@@ -79,7 +97,21 @@ func New(c net.Conn) *Conn {
 func (c *Conn) Unwrap() net.Conn { return c.Conn }
 
 // Reason returns why a request on c was refused, or "".
-func (c *Conn) Reason() string { return c.reason }
+func (c *Conn) Reason() string {
+	if r := c.reason.Load(); r != nil {
+		return *r
+	}
+	return ""
+}
+
+// CloseWrite half-closes the wrapped connection when it can (net/http does
+// so before closing a connection whose client may still be sending).
+func (c *Conn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
 
 type ctxKey struct{}
 
@@ -92,13 +124,18 @@ func WithConn(ctx context.Context, c net.Conn) context.Context {
 	return ctx
 }
 
-// Rejected returns the reason the request that ctx belongs to was refused,
-// or "" when it was not refused. Call it for requests to RejectPath.
-func Rejected(ctx context.Context) string {
-	if gc, ok := ctx.Value(ctxKey{}).(*Conn); ok {
-		return gc.reason
+// Rejected reports whether r is the synthetic request standing for a
+// refused one, and why that was refused.
+func Rejected(r *http.Request) (string, bool) {
+	if r.URL.Path != rejectPath {
+		return "", false
 	}
-	return ""
+	gc, ok := r.Context().Value(ctxKey{}).(*Conn)
+	if !ok {
+		return "", false
+	}
+	reason := gc.Reason()
+	return reason, reason != ""
 }
 
 // FromContext returns the guarded connection ctx carries, if any.
@@ -142,14 +179,14 @@ func (c *Conn) Read(p []byte) (int, error) {
 			continue
 		}
 		if err := c.fill(); err != nil {
-			if len(c.in) > 0 {
-				// An incomplete head or chunk line at the end of the
-				// stream: net/http sees the truncation and gives up on it
-				// (no handler runs for it).
-				c.out, c.in = c.in, nil
-				c.state = stRejected
-				continue
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				return 0, err // a deadline: the held bytes wait for the next Read
 			}
+			// The stream ended inside a head or a chunk line: those bytes
+			// were never checked, so they are dropped, not handed over.
+			c.in = nil
+			c.state = stRejected
 			return 0, err
 		}
 	}
@@ -162,11 +199,19 @@ func (c *Conn) fill() error {
 	}
 	if len(c.in) == 0 {
 		c.in = c.buf[:0]
+		c.scanned = 0
 	}
 	if cap(c.in)-len(c.in) < 1024 {
-		grown := make([]byte, len(c.in), max(2*cap(c.in), 4096))
-		copy(grown, c.in)
-		c.in = grown
+		if len(c.in) < cap(c.buf)/2 {
+			// Move the tail to the front of the buffer rather than grow.
+			n := copy(c.buf[:cap(c.buf)], c.in)
+			c.in = c.buf[:n]
+		} else {
+			grown := make([]byte, len(c.in), max(2*cap(c.in), 4096))
+			copy(grown, c.in)
+			c.in = grown
+			c.buf = grown[:0]
+		}
 	}
 	n, err := c.Conn.Read(c.in[len(c.in):cap(c.in)])
 	c.in = c.in[:len(c.in)+n]
@@ -243,35 +288,50 @@ func (c *Conn) endRequest() {
 }
 
 func (c *Conn) release(n int) {
+	if len(c.out) == 0 {
+		c.out = c.outBuf[:0]
+	}
 	c.out = append(c.out, c.in[:n]...)
+	c.outBuf = c.out[:0]
 	c.in = c.in[n:]
+	c.scanned = 0
+}
+
+// skip drops n checked bytes that net/http need not see.
+func (c *Conn) skip(n int) {
+	c.in = c.in[n:]
+	c.scanned = 0
 }
 
 func (c *Conn) reject(reason string) {
-	c.reason = reason
+	c.reason.Store(&reason)
 	c.state = stRejected
 	c.in = nil
 	c.out = append(c.out, rejectRequest...)
 }
 
 func (c *Conn) stepHead() bool {
-	// Empty lines before a request line are allowed (RFC 9112 section 2.2).
+	// Empty lines before a request line are allowed (RFC 9112 section
+	// 2.2); they are dropped, since net/http is less forgiving.
 	if len(c.in) >= 2 && c.in[0] == '\r' && c.in[1] == '\n' {
-		c.release(2)
+		c.skip(2)
 		return true
 	}
-	end := bytes.Index(c.in, []byte("\r\n\r\n"))
+	end, bareLF := c.findLineEnd([]byte("\r\n\r\n"))
+	if bareLF {
+		c.reject("line ends in a bare LF; HTTP/1.1 needs CRLF")
+		return true
+	}
 	if end < 0 {
 		if len(c.in) > MaxHeadBytes {
 			c.reject("request head larger than " + strconv.Itoa(MaxHeadBytes) + " bytes")
 			return true
 		}
-		// A bare LF anywhere already decides the matter.
-		if i := bytes.IndexByte(c.in, '\n'); i >= 0 && (i == 0 || c.in[i-1] != '\r') {
-			c.reject("line ends in a bare LF; HTTP/1.1 needs CRLF")
-			return true
-		}
 		return false
+	}
+	if end+4 > MaxHeadBytes {
+		c.reject("request head larger than " + strconv.Itoa(MaxHeadBytes) + " bytes")
+		return true
 	}
 	head := c.in[:end+4]
 	f, err := checkHead(head)
@@ -293,18 +353,40 @@ func (c *Conn) stepHead() bool {
 	return true
 }
 
+// findLineEnd searches in for sep (CRLF or CRLF CRLF) and reports a bare LF
+// met before it. Searches resume where the last one stopped, so a head
+// trickling in byte by byte costs linear time.
+func (c *Conn) findLineEnd(sep []byte) (int, bool) {
+	from := max(0, c.scanned-len(sep)+1)
+	end := len(c.in)
+	i := bytes.Index(c.in[from:], sep)
+	if i >= 0 {
+		end = from + i
+	}
+	for j := c.scanned; j < end; j++ {
+		if c.in[j] == '\n' && (j == 0 || c.in[j-1] != '\r') {
+			return -1, true
+		}
+	}
+	if i >= 0 {
+		return end, false
+	}
+	c.scanned = len(c.in)
+	return -1, false
+}
+
 func (c *Conn) stepChunkSize() bool {
-	i := bytes.Index(c.in, []byte("\r\n"))
-	if i < 0 {
-		if len(c.in) > maxChunkLine {
-			c.reject("chunk-size line too long")
-			return true
-		}
-		if bytes.IndexByte(c.in, '\n') >= 0 {
-			c.reject("chunk-size line ends in a bare LF")
-			return true
-		}
+	i, bareLF := c.findLineEnd([]byte("\r\n"))
+	if bareLF {
+		c.reject("chunk-size line ends in a bare LF")
+		return true
+	}
+	if i < 0 && len(c.in) <= maxChunkLine {
 		return false
+	}
+	if i < 0 || i > maxChunkLine {
+		c.reject("chunk-size line too long")
+		return true
 	}
 	size, ok := parseChunkSize(c.in[:i])
 	if !ok {
@@ -322,17 +404,17 @@ func (c *Conn) stepChunkSize() bool {
 }
 
 func (c *Conn) stepTrailer() bool {
-	i := bytes.Index(c.in, []byte("\r\n"))
-	if i < 0 {
-		if len(c.in) > MaxHeadBytes {
-			c.reject("trailer section too large")
-			return true
-		}
-		if bytes.IndexByte(c.in, '\n') >= 0 {
-			c.reject("trailer line ends in a bare LF")
-			return true
-		}
+	i, bareLF := c.findLineEnd([]byte("\r\n"))
+	if bareLF {
+		c.reject("trailer line ends in a bare LF")
+		return true
+	}
+	if i < 0 && len(c.in) <= MaxHeadBytes {
 		return false
+	}
+	if i < 0 || i > MaxHeadBytes {
+		c.reject("trailer section too large")
+		return true
 	}
 	if i == 0 {
 		c.release(2)

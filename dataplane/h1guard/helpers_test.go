@@ -5,6 +5,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,14 +18,15 @@ func TestMain(m *testing.M) {
 
 // wantReject is the synthetic request a refused request turns into, spelled
 // out here so that a change to it is noticed.
-const wantReject = "GET /.lb-h1guard-rejected HTTP/1.1\r\nHost: invalid\r\nConnection: close\r\n\r\n"
+// wantReject is the synthetic request that stands for a refused one.
+var wantReject = "GET " + rejectPath + " HTTP/1.1\r\nHost: invalid\r\nConnection: close\r\n\r\n"
 
 func TestRejectRequestBytes(t *testing.T) {
 	if string(rejectRequest) != wantReject {
 		t.Fatalf("rejectRequest = %q, want %q", rejectRequest, wantReject)
 	}
-	if RejectPath != "/.lb-h1guard-rejected" {
-		t.Fatalf("RejectPath = %q", RejectPath)
+	if !strings.HasPrefix(rejectPath, "/.lb-h1guard-rejected/") || len(rejectPath) != len("/.lb-h1guard-rejected/")+32 {
+		t.Fatalf("rejectPath = %q, want the prefix and a 32-hex-digit token", rejectPath)
 	}
 }
 

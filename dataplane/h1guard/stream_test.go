@@ -7,6 +7,8 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -61,16 +63,15 @@ func TestValidStreamsPassThrough(t *testing.T) {
 		{"POST chunked with extensions and trailers", chunkHead +
 			"5;name=value\r\nhello\r\n" +
 			"A;x;y=\"q r\"\r\n0123456789\r\n" +
-			"1b \t;ext\r\n\r\n\r\nGET / HTTP/1.1\nX:\x00\r\n\r\n\r\n" +
+			"1a \t;ext\r\n\r\n\r\nGET / HTTP/1.1\nX:\x00\r\n\r\n\r\n" +
 			"0;last\r\nX-Trailer: t\r\nY: caf\xe9\r\n\r\n" + getA},
 		{"chunked, no trailer, upper-case hex", chunkHead + "00A\r\n0123456789\r\n0\r\n\r\n" + getA},
 		{"Transfer-Encoding case-insensitive", "POST / HTTP/1.1\r\nHost: a\r\ntransfer-encoding:  Chunked \r\n\r\n1\r\nx\r\n0\r\n\r\n" + getA},
 		{"duplicate identical Content-Length", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\ncontent-length:3\r\n\r\nabc" + getA},
 		{"Content-Length with leading zeros", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 003\r\n\r\nabc" + getA},
-		{"leading CRLF before a request", "\r\n\r\n" + getA + "\r\n" + getB},
 		{"HTTP/1.0 request", "GET / HTTP/1.0\r\n\r\n" + "POST / HTTP/1.0\r\nContent-Length: 2\r\n\r\nhi"},
 		{"obs-text and HTAB in values", "GET / HTTP/1.1\r\nHost: a\r\nX-Obs: caf\xe9\t\x80\xff end\t\r\nX-Tab:\tv\t\r\nX-Empty:\r\n\r\n"},
-		{"all token characters in method and names", "M-!#$%&'*+.^_`|~09az HTTP/1.1\r\nHost: a\r\n!#$%&'*+-.^_`|~09azAZ: v\r\n\r\n"},
+		{"all token characters in method and names", "M-!#$%&'*+.^_`|~09az / HTTP/1.1\r\nHost: a\r\n!#$%&'*+-.^_`|~09azAZ: v\r\n\r\n"},
 		{"h2 prior-knowledge preface then binary", h2Preface + "\x00\x00\x00\x04\x00\x00\x00\x00\x00" + binaryJunk()},
 		{"h2 preface only", h2Preface},
 		{"websocket upgrade then binary frames", wsHead + "\x82\x85\x37\xfa\x21\x3d\x7f\x9f\x4d\x51\x58" + binaryJunk()},
@@ -258,23 +259,26 @@ func TestReadAfterRejectIsEOF(t *testing.T) {
 
 // An incomplete head at the end of the stream (with nothing refusable in
 // it) is handed over as it is: net/http sees the truncation.
+// TestIncompleteAtEOF: bytes of a head or chunk line that the stream ends
+// inside were never checked, so they are dropped; everything checked before
+// them (whole heads, body bytes) comes through.
 func TestIncompleteAtEOF(t *testing.T) {
-	for _, in := range []string{
-		"GET / HTTP/1.1\r\nHost: a\r\n",
-		"G",
-		"\r",
-		"PRI * HTTP/2.0\r\n",
-		getA + "GET /b HTTP/1.1\r\nHo",
-		chunkHead + "5\r\nhel",
-		chunkHead + "5",
-		chunkHead + "5\r\nhello\r",
-		chunkHead + "0\r\nX: y",
-		"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc",
+	for _, tc := range []struct{ in, want string }{
+		{"GET / HTTP/1.1\r\nHost: a\r\n", ""},
+		{"G", ""},
+		{"\r", ""},
+		{"PRI * HTTP/2.0\r\n", ""},
+		{getA + "GET /b HTTP/1.1\r\nHo", getA},
+		{chunkHead + "5\r\nhel", chunkHead + "5\r\nhel"},
+		{chunkHead + "5", chunkHead},
+		{chunkHead + "5\r\nhello\r", chunkHead + "5\r\nhello"},
+		{chunkHead + "0\r\nX: y", chunkHead + "0\r\n"},
+		{"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc"},
 	} {
 		for _, sp := range splitters {
-			out, g := pipeRun(t, sp.split([]byte(in)), nil)
-			if string(out) != in || g.Reason() != "" {
-				t.Errorf("%s %q: output %q, reason %q; want the input, no reason", sp.name, in, out, g.Reason())
+			out, g := pipeRun(t, sp.split([]byte(tc.in)), nil)
+			if string(out) != tc.want || g.Reason() != "" {
+				t.Errorf("%s %q: output %q, reason %q; want %q, no reason", sp.name, tc.in, out, g.Reason(), tc.want)
 			}
 		}
 	}
@@ -287,7 +291,7 @@ func TestWritePassesThrough(t *testing.T) {
 	defer g.Close()
 	go func() { g.Write([]byte("HTTP/1.1 200 OK\r\n\n\x00")) }()
 	buf := make([]byte, 64)
-	n, err := io.ReadAtLeast(client, buf, 20)
+	n, err := io.ReadFull(client, buf[:19])
 	if err != nil || string(buf[:n]) != "HTTP/1.1 200 OK\r\n\n\x00" {
 		t.Fatalf("client read %q, %v", buf[:n], err)
 	}
@@ -298,8 +302,12 @@ func TestWritePassesThrough(t *testing.T) {
 
 func TestContextHelpers(t *testing.T) {
 	ctx := context.Background()
-	if Rejected(ctx) != "" {
-		t.Fatal("Rejected of a bare context is not empty")
+	reqFor := func(ctx context.Context, path string) *http.Request {
+		r := httptest.NewRequest(http.MethodGet, path, nil)
+		return r.WithContext(ctx)
+	}
+	if _, ok := Rejected(reqFor(ctx, rejectPath)); ok {
+		t.Fatal("Rejected of a bare context says rejected")
 	}
 	if _, ok := FromContext(ctx); ok {
 		t.Fatal("FromContext of a bare context reports a Conn")
@@ -315,14 +323,17 @@ func TestContextHelpers(t *testing.T) {
 	if got, ok := FromContext(gctx); !ok || got != g {
 		t.Fatalf("FromContext = %p, %v; want %p, true", got, ok, g)
 	}
-	if Rejected(gctx) != "" {
+	if _, ok := Rejected(reqFor(gctx, rejectPath)); ok {
 		t.Fatal("Rejected before anything was read")
 	}
 	if _, err := io.ReadAll(g); err != nil {
 		t.Fatal(err)
 	}
-	if r := Rejected(gctx); r != "both Content-Length and Transfer-Encoding" {
-		t.Fatalf("Rejected = %q", r)
+	if r, ok := Rejected(reqFor(gctx, rejectPath)); !ok || r != "both Content-Length and Transfer-Encoding" {
+		t.Fatalf("Rejected = %q, %v", r, ok)
+	}
+	if _, ok := Rejected(reqFor(gctx, "/.lb-h1guard-rejected")); ok {
+		t.Fatal("Rejected for a path without the token")
 	}
 }
 
@@ -347,5 +358,18 @@ func TestListener(t *testing.T) {
 	c, err = Listener{Listener: &errListener{err: boom}}.Accept()
 	if c != nil || err != boom {
 		t.Fatalf("Accept = %v, %v; want nil, boom", c, err)
+	}
+}
+
+// TestLeadingCRLFDropped: empty lines before a request line are allowed by
+// RFC 9112 but not by net/http at a connection's start, so the guard drops
+// them.
+func TestLeadingCRLFDropped(t *testing.T) {
+	in := "\r\n\r\n" + getA + "\r\n" + getB
+	for _, sp := range splitters {
+		out, g := pipeRun(t, sp.split([]byte(in)), nil)
+		if string(out) != getA+getB || g.Reason() != "" {
+			t.Errorf("%s: output %q, reason %q; want %q", sp.name, out, g.Reason(), getA+getB)
+		}
 	}
 }

@@ -88,13 +88,11 @@ func NewTransport() *http.Transport {
 
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path == h1guard.RejectPath {
-		if reason := h1guard.Rejected(r.Context()); reason != "" {
-			h.log.Info("request refused", "client", r.RemoteAddr, "reason", reason)
-			w.Header()["Connection"] = connectionClose
-			h.fail(w, r, http.StatusBadRequest, grpcUnavailable, "bad request: "+reason)
-			return
-		}
+	if reason, ok := h1guard.Rejected(r); ok {
+		h.log.Info("request refused", "client", r.RemoteAddr, "reason", reason)
+		w.Header()["Connection"] = connectionClose
+		h.fail(w, r, http.StatusBadRequest, grpcUnavailable, "bad request: "+reason)
+		return
 	}
 	upgrade := upgradeType(r)
 	if upgrade != "" {
@@ -112,25 +110,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, http.StatusNotFound, grpcUnimplemented, "no route: no pool matches this host and path")
 		return
 	}
-	b := pool.Pick()
-	if b == nil {
-		h.fail(w, r, http.StatusServiceUnavailable, grpcUnavailable, "no backend: pool "+pool.Name+" has no backends")
-		return
-	}
-	if h.log.IsDebug() {
-		h.log.Debug("upstream peer is", "peer", b.Address, "pool", pool.Name)
-	}
-
-	outreq := prepareOutbound(r, pool, b.Address, upgrade)
-	var rt http.RoundTripper = h.transport
-	if pool.Transport != nil {
-		rt = pool.Transport
-	}
-	resp, err := rt.RoundTrip(outreq)
+	resp, idx, err := h.roundTrip(r, pool, upgrade)
 	if err != nil {
-		h.upstreamError(w, r, pool.Name, b.Address, err)
+		if errors.Is(err, errNoBackend) {
+			h.fail(w, r, http.StatusServiceUnavailable, grpcUnavailable, "no backend: pool "+pool.Name+" has no backends")
+			return
+		}
+		h.upstreamError(w, r, pool.Name, pool.Backends[idx].Address, err)
 		return
 	}
+	st := pool.States[idx]
+	defer st.End()
+	b := &pool.Backends[idx]
 	defer resp.Body.Close()
 
 	if resp.StatusCode == http.StatusSwitchingProtocols {
@@ -184,12 +175,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // place. The server has already read everything it needs from r (keep-alive
 // decisions are taken before the handler runs), so reusing r saves copying
 // the request, its URL and its headers.
-func prepareOutbound(r *http.Request, pool *routing.Pool, addr, upgrade string) *http.Request {
+func prepareOutbound(r *http.Request, pool *routing.Pool, upgrade string) *http.Request {
 	r.URL.Scheme = pool.Scheme
 	if r.URL.Scheme == "" {
 		r.URL.Scheme = "http"
 	}
-	r.URL.Host = addr
 	r.RequestURI = ""
 	r.Close = false
 	if r.ContentLength == 0 {
@@ -245,7 +235,7 @@ func isTLS(r *http.Request) bool {
 // upgradeType returns the protocol an HTTP/1.1 request asks to upgrade to,
 // when the proxy passes that upgrade through (WebSocket only), else "".
 func upgradeType(r *http.Request) string {
-	if r.ProtoMajor != 1 || !hasToken(r.Header["Connection"], "upgrade") {
+	if r.ProtoMajor != 1 || r.Method != http.MethodGet || !hasToken(r.Header["Connection"], "upgrade") {
 		return ""
 	}
 	up := r.Header["Upgrade"]
