@@ -81,7 +81,7 @@ func Run(ctx context.Context, cfg Config) error {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	)
 	disc := discovery.New(log.Named("discovery"))
-	lbv1.RegisterAdminServiceServer(srv, admin.New(st, log.Named("admin")))
+	lbv1.RegisterAdminServiceServer(srv, admin.New(st, disc, log.Named("admin")))
 	lbv1.RegisterDiscoveryServiceServer(srv, disc)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(srv, hs)

@@ -8,6 +8,7 @@ package dataplane
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -22,6 +23,7 @@ import (
 	"github.com/lb-project/lb/dataplane/certs"
 	"github.com/lb-project/lb/dataplane/configclient"
 	"github.com/lb-project/lb/dataplane/h1guard"
+	"github.com/lb-project/lb/dataplane/health"
 	"github.com/lb-project/lb/dataplane/proxy"
 	"github.com/lb-project/lb/dataplane/routing"
 	"github.com/lb-project/lb/dataplane/upstream"
@@ -109,9 +111,12 @@ func Run(ctx context.Context, cfg Config, reload <-chan struct{}) error {
 
 	var table routing.Current
 	transports := upstream.NewCache(upstream.Options{})
+	checker := health.New(log.Named("health"), nil)
+	defer checker.Close()
 	cc, err := configclient.New(configclient.Config{
 		Address: cfg.ControlPlane, NodeID: cfg.NodeID, Table: &table, Transports: transports,
-		Logger: log.Named("configclient"),
+		Logger:  log.Named("configclient"),
+		OnTable: func(t *routing.Table) { checker.Sync(healthTargets(t)) },
 	})
 	if err != nil {
 		return fmt.Errorf("dataplane: %w", err)
@@ -166,7 +171,7 @@ func Run(ctx context.Context, cfg Config, reload <-chan struct{}) error {
 	plainProtos.SetUnencryptedHTTP2(true)
 	servers := []*http.Server{newProxyServer(plainProtos)}
 	adminSrv := &http.Server{
-		Handler:           admin.Handler(cfg.NodeID, cfg.ControlPlane, cc),
+		Handler:           admin.Handler(cfg.NodeID, cfg.ControlPlane, cc, &table),
 		ReadHeaderTimeout: 5 * time.Second,
 		ErrorLog:          errLog,
 	}
@@ -237,6 +242,29 @@ func Run(ctx context.Context, cfg Config, reload <-chan struct{}) error {
 		}
 	}
 	return runErr
+}
+
+// healthTargets lists the backends of t that have active health checks.
+func healthTargets(t *routing.Table) []health.Target {
+	var out []health.Target
+	for _, p := range t.Pools() {
+		if p.HealthCheck.Type == "" {
+			continue
+		}
+		var rt http.RoundTripper
+		var tlsCfg *tls.Config
+		if p.Transport != nil {
+			rt = p.Transport
+			tlsCfg = p.Transport.TLSConfig()
+		}
+		for i, b := range p.Backends {
+			out = append(out, health.Target{
+				Pool: p.Name, Address: b.Address, Check: p.HealthCheck, State: p.States[i],
+				Transport: rt, TLS: tlsCfg, Scheme: p.Scheme,
+			})
+		}
+	}
+	return out
 }
 
 // watchCerts re-reads certificate files when they change on disk and when

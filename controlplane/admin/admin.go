@@ -33,12 +33,21 @@ type Server struct {
 	lbv1.UnimplementedAdminServiceServer
 
 	store store.Store
+	fleet Fleet
 	log   hclog.Logger
 }
 
-// New returns an admin server over st, logging to log.
-func New(st store.Store, log hclog.Logger) *Server {
-	return &Server{store: st, log: log}
+// Fleet reports what connected data planes see of a pool's backends.
+type Fleet interface {
+	// BackendStatus maps backend addresses of the pool to the data planes'
+	// views of them.
+	BackendStatus(pool string) map[string][]*lbv1.DataPlaneBackendStatus
+}
+
+// New returns an admin server over st, logging to log. fleet may be nil
+// (GetPool then reports no backend status).
+func New(st store.Store, fleet Fleet, log hclog.Logger) *Server {
+	return &Server{store: st, fleet: fleet, log: log}
 }
 
 // CreatePool implements lbv1.AdminServiceServer.
@@ -83,7 +92,22 @@ func (s *Server) GetPool(ctx context.Context, req *lbv1.GetPoolRequest) (*lbv1.G
 	if !ok {
 		return nil, poolNotFound(req.GetName())
 	}
-	return &lbv1.GetPoolResponse{Pool: apiconv.PublicPool(p), Version: st.Version}, nil
+	resp := &lbv1.GetPoolResponse{Pool: apiconv.PublicPool(p), Version: st.Version}
+	if s.fleet != nil {
+		views := s.fleet.BackendStatus(p.Name)
+		for _, b := range p.Backends {
+			bs := &lbv1.BackendStatus{Address: b.Address, DataPlanes: views[b.Address]}
+			for _, v := range bs.DataPlanes {
+				if v.GetHealthy() && !v.GetEjected() {
+					bs.HealthyDataPlanes++
+				} else {
+					bs.UnhealthyDataPlanes++
+				}
+			}
+			resp.BackendStatus = append(resp.BackendStatus, bs)
+		}
+	}
+	return resp, nil
 }
 
 // ListPools implements lbv1.AdminServiceServer.

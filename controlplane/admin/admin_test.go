@@ -41,7 +41,7 @@ func newEnv(t *testing.T) *env {
 		t.Fatalf("listen: %v", err)
 	}
 	srv := grpc.NewServer()
-	lbv1.RegisterAdminServiceServer(srv, admin.New(st, hclog.NewNullLogger()))
+	lbv1.RegisterAdminServiceServer(srv, admin.New(st, nil, hclog.NewNullLogger()))
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()
 	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))

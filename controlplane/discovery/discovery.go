@@ -142,6 +142,8 @@ type NodeStatus struct {
 	// NackedVersion and NackReason describe its last refusal, if any.
 	NackedVersion uint64
 	NackReason    string
+	// Health is its last health report; nil before the first.
+	Health *lbv1.HealthReport
 }
 
 // Nodes returns the status of every connected data plane, ordered by node id.
@@ -158,6 +160,23 @@ func (s *Server) Nodes() []NodeStatus {
 		}
 		return out[i].ConnectedAt.Before(out[j].ConnectedAt)
 	})
+	return out
+}
+
+// BackendStatus returns, for each backend address of the named pool, the
+// views of the connected data planes that reported on it, ordered by node id.
+func (s *Server) BackendStatus(pool string) map[string][]*lbv1.DataPlaneBackendStatus {
+	out := make(map[string][]*lbv1.DataPlaneBackendStatus)
+	for _, n := range s.Nodes() {
+		for _, b := range n.Health.GetBackends() {
+			if b.GetPool() != pool {
+				continue
+			}
+			out[b.GetAddress()] = append(out[b.GetAddress()], &lbv1.DataPlaneBackendStatus{
+				NodeId: n.NodeID, Healthy: b.GetHealthy(), Ejected: b.GetEjected(), InFlight: b.GetInFlight(),
+			})
+		}
+	}
 	return out
 }
 
@@ -287,8 +306,10 @@ func (s *Server) receive(srv lbv1.DiscoveryService_StreamConfigServer, st *strea
 				n.NackReason = k.Nack.GetReason()
 			})
 			log.Warn("configuration refused by data plane", "version", k.Nack.GetVersion(), "reason", k.Nack.GetReason())
+		case *lbv1.StreamConfigRequest_HealthReport:
+			st.update(func(n *NodeStatus) { n.Health = k.HealthReport })
 		default:
-			return status.Error(codes.InvalidArgument, "after the hello, a data plane may only send ack or nack")
+			return status.Error(codes.InvalidArgument, "after the hello, a data plane may only send ack, nack or health_report")
 		}
 	}
 }

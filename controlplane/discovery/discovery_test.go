@@ -465,7 +465,7 @@ func equalStrings(a, b []string) bool {
 
 func TestProtocolErrors(t *testing.T) {
 	const notHello = "first message on a StreamConfig stream must be a hello"
-	const onlyAcks = "after the hello, a data plane may only send ack or nack"
+	const onlyAcks = "after the hello, a data plane may only send ack, nack or health_report"
 	tests := []struct {
 		name string
 		msgs []*lbv1.StreamConfigRequest

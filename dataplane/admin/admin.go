@@ -3,6 +3,7 @@
 //	/healthz  200 while the process is up
 //	/readyz   200 once a configuration is applied, 503 before
 //	/config   the applied configuration and its version, as JSON
+//	/backends every backend's health, ejection, draining and in-flight count
 package admin
 
 import (
@@ -38,9 +39,44 @@ type ConfigView struct {
 	Pools []routing.PoolConfig `json:"pools"`
 }
 
+// TableSource gives the routing table in use.
+type TableSource interface {
+	Load() *routing.Table
+}
+
+// BackendView is one backend's entry on /backends.
+type BackendView struct {
+	Pool     string `json:"pool"`
+	Address  string `json:"address"`
+	Weight   uint32 `json:"weight"`
+	Draining bool   `json:"draining"`
+	Healthy  bool   `json:"healthy"`
+	Ejected  bool   `json:"ejected"`
+	InFlight int64  `json:"in_flight"`
+}
+
 // Handler returns the admin endpoints' handler.
-func Handler(nodeID, controlPlane string, src StatusSource) http.Handler {
+func Handler(nodeID, controlPlane string, src StatusSource, tables TableSource) http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET /backends", func(w http.ResponseWriter, _ *http.Request) {
+		views := []BackendView{}
+		if t := tables.Load(); t != nil {
+			now := time.Now().UnixNano()
+			for _, p := range t.Pools() {
+				for i, b := range p.Backends {
+					st := p.States[i]
+					views = append(views, BackendView{
+						Pool: p.Name, Address: b.Address, Weight: b.Weight, Draining: b.Draining,
+						Healthy: st.Healthy(), Ejected: st.Ejected(now), InFlight: st.InFlight(),
+					})
+				}
+			}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(views)
+	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, "ok")

@@ -15,8 +15,10 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"net/textproto"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -25,6 +27,7 @@ import (
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/protobuf/proto"
 
 	lbv1 "github.com/lb-project/lb/api/lb/v1"
 	"github.com/lb-project/lb/dataplane/routing"
@@ -50,6 +53,12 @@ type Config struct {
 	MinBackoff time.Duration
 	// MaxBackoff caps the reconnect delay. Default 5s.
 	MaxBackoff time.Duration
+	// ReportInterval is how often the backends' health is compared with the
+	// last report and, when it changed, reported. Default 1s.
+	ReportInterval time.Duration
+	// OnTable, if set, is called with every table applied (from the
+	// client's goroutine, after the table is published).
+	OnTable func(t *routing.Table)
 }
 
 // Status is what the client has applied and whether it is connected.
@@ -97,6 +106,9 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = 5 * time.Second
+	}
+	if cfg.ReportInterval <= 0 {
+		cfg.ReportInterval = time.Second
 	}
 	conn, err := grpc.NewClient(cfg.Address,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -162,9 +174,12 @@ func (c *Client) Run(ctx context.Context) error {
 }
 
 // stream runs one stream until it fails. It reports whether any message
-// arrived, which resets the backoff.
+// arrived, which resets the backoff. One goroutine receives; this one does
+// every send (acknowledgements and health reports), as a gRPC stream allows.
 func (c *Client) stream(ctx context.Context, client lbv1.DiscoveryServiceClient) (received bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait() // after cancel (deferred later, so run first)
 	defer cancel()
 	s, err := client.StreamConfig(ctx)
 	if err != nil {
@@ -175,28 +190,82 @@ func (c *Client) stream(ctx context.Context, client lbv1.DiscoveryServiceClient)
 	if err := s.Send(hello); err != nil {
 		return false, fmt.Errorf("send hello: %w", err)
 	}
+	updates := make(chan *lbv1.StreamConfigResponse)
+	recvErr := make(chan error, 1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			resp, err := s.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			select {
+			case updates <- resp:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	ticker := time.NewTicker(c.cfg.ReportInterval)
+	defer ticker.Stop()
+	var lastReport *lbv1.HealthReport
 	for {
-		resp, err := s.Recv()
-		if err != nil {
+		select {
+		case <-ctx.Done():
+			return received, ctx.Err()
+		case err := <-recvErr:
 			return received, fmt.Errorf("receive: %w", err)
-		}
-		if !received {
-			received = true
-			c.setStatus(func(s *Status) { s.Connected = true })
-			c.log.Info("connected to control plane", "control_plane", c.cfg.Address, "node", c.cfg.NodeID)
-		}
-		var reply *lbv1.StreamConfigRequest
-		if err := c.apply(resp); err != nil {
-			c.log.Error("configuration refused", "version", resp.GetVersion(), "error", err)
-			c.setStatus(func(s *Status) { s.LastError = err.Error() })
-			reply = &lbv1.StreamConfigRequest{Kind: &lbv1.StreamConfigRequest_Nack{Nack: &lbv1.Nack{Version: resp.GetVersion(), Reason: err.Error()}}}
-		} else {
-			reply = &lbv1.StreamConfigRequest{Kind: &lbv1.StreamConfigRequest_Ack{Ack: &lbv1.Ack{Version: resp.GetVersion()}}}
-		}
-		if err := s.Send(reply); err != nil {
-			return received, fmt.Errorf("send acknowledgement: %w", err)
+		case <-ticker.C:
+			report := c.healthReport()
+			if report == nil || proto.Equal(report, lastReport) {
+				continue
+			}
+			if err := s.Send(&lbv1.StreamConfigRequest{Kind: &lbv1.StreamConfigRequest_HealthReport{HealthReport: report}}); err != nil {
+				return received, fmt.Errorf("send health report: %w", err)
+			}
+			lastReport = report
+		case resp := <-updates:
+			if !received {
+				received = true
+				c.setStatus(func(s *Status) { s.Connected = true })
+				c.log.Info("connected to control plane", "control_plane", c.cfg.Address, "node", c.cfg.NodeID)
+			}
+			var reply *lbv1.StreamConfigRequest
+			if err := c.apply(resp); err != nil {
+				c.log.Error("configuration refused", "version", resp.GetVersion(), "error", err)
+				c.setStatus(func(s *Status) { s.LastError = err.Error() })
+				reply = &lbv1.StreamConfigRequest{Kind: &lbv1.StreamConfigRequest_Nack{Nack: &lbv1.Nack{Version: resp.GetVersion(), Reason: err.Error()}}}
+			} else {
+				reply = &lbv1.StreamConfigRequest{Kind: &lbv1.StreamConfigRequest_Ack{Ack: &lbv1.Ack{Version: resp.GetVersion()}}}
+			}
+			if err := s.Send(reply); err != nil {
+				return received, fmt.Errorf("send acknowledgement: %w", err)
+			}
 		}
 	}
+}
+
+// healthReport describes every backend of the table in use, or returns nil
+// before the first table.
+func (c *Client) healthReport() *lbv1.HealthReport {
+	t := c.cfg.Table.Load()
+	if t == nil {
+		return nil
+	}
+	now := time.Now().UnixNano()
+	report := &lbv1.HealthReport{}
+	for _, p := range t.Pools() {
+		for i, b := range p.Backends {
+			st := p.States[i]
+			report.Backends = append(report.Backends, &lbv1.BackendHealth{
+				Pool: p.Name, Address: b.Address, Healthy: st.Healthy(), Ejected: st.Ejected(now),
+				InFlight: uint32(max(0, st.InFlight())),
+			})
+		}
+	}
+	return report
 }
 
 // apply validates one update, builds its table and publishes it.
@@ -217,6 +286,9 @@ func (c *Client) apply(resp *lbv1.StreamConfigResponse) error {
 		inUse[p.Upstream] = true
 	}
 	c.cfg.Transports.Retain(inUse)
+	if c.cfg.OnTable != nil {
+		c.cfg.OnTable(t)
+	}
 	if next.Version < cur.Version {
 		c.log.Warn("control plane sent an older version than the one applied; its store may have been reset",
 			"applied", cur.Version, "received", next.Version)
@@ -273,9 +345,16 @@ func poolFromProto(field string, pb *lbv1.Pool) (routing.PoolConfig, error) {
 	}
 	out := routing.PoolConfig{Name: norm.Name, Hosts: norm.Hosts, PathPrefix: norm.PathPrefix, Version: norm.Version,
 		Backends: make([]routing.Backend, len(norm.Backends)), HostHeader: norm.Upstream.HostHeader,
-		Upstream: settings(norm.Upstream)}
+		Upstream: settings(norm.Upstream), LoadBalancing: norm.LoadBalancing,
+		HealthCheck: norm.HealthCheck.WithDefaults(), Outlier: norm.OutlierDetection.WithDefaults(),
+		Retries: norm.RetriesOrDefault()}
+	if out.LoadBalancing.HashKey.Source == poolspec.HashHeader {
+		out.LoadBalancing.HashKey.Name = textproto.CanonicalMIMEHeaderKey(out.LoadBalancing.HashKey.Name)
+	}
+	t := norm.Timeouts.WithDefaults()
+	out.Upstream.ConnectTimeout, out.Upstream.ResponseHeaderTimeout, out.Upstream.IdleTimeout = t.Connect, t.ResponseHeader, t.Idle
 	for i, b := range norm.Backends {
-		out.Backends[i] = routing.Backend{Address: b.Address, Weight: b.Weight}
+		out.Backends[i] = routing.Backend{Address: b.Address, Weight: b.Weight, Draining: b.Draining}
 	}
 	return out, nil
 }

@@ -3,6 +3,7 @@ package configclient_test
 import (
 	"context"
 	"errors"
+	"github.com/lb-project/lb/internal/poolspec"
 	"net"
 	"reflect"
 	"slices"
@@ -101,6 +102,13 @@ func TestFullUpdateAppliedAndAcked(t *testing.T) {
 		{Name: "web", Hosts: []string{"api.example.com", "www.example.com"}, PathPrefix: "/", Version: 2,
 			Backends: []routing.Backend{{Address: "10.0.0.1:80", Weight: 1}, {Address: "10.0.0.2:8080", Weight: 3}}},
 	}}
+	// Unset policies arrive with their defaults filled in.
+	for i := range want.Pools {
+		t := poolspec.Timeouts{}.WithDefaults()
+		want.Pools[i].Upstream = upstream.Settings{ConnectTimeout: t.Connect, ResponseHeaderTimeout: t.ResponseHeader, IdleTimeout: t.Idle}
+		want.Pools[i].Outlier = poolspec.OutlierDetection{}.WithDefaults()
+		want.Pools[i].Retries = poolspec.DefaultRetries
+	}
 	if !reflect.DeepEqual(st.Config, want) {
 		t.Errorf("Status().Config =\n%+v\nwant\n%+v", st.Config, want)
 	}
@@ -498,6 +506,10 @@ func TestUpstreamSettings(t *testing.T) {
 		},
 	}
 	for _, tt := range tests {
+		// Unset timeouts reach the transport settings as the defaults.
+		tt.want.ConnectTimeout = poolspec.DefaultConnectTimeout
+		tt.want.ResponseHeaderTimeout = poolspec.DefaultResponseHeaderTimeout
+		tt.want.IdleTimeout = poolspec.DefaultIdleTimeout
 		t.Run(tt.name, func(t *testing.T) {
 			h := newHarness(t)
 			fs := h.nextStream()

@@ -321,8 +321,8 @@ func poolOf(tb testing.TB, t *routing.Table, name string) *routing.Pool {
 func picks(p *routing.Pool, n int) []string {
 	out := make([]string, n)
 	for i := range out {
-		if b := p.Pick(); b != nil {
-			out[i] = b.Address
+		if idx, _, _ := p.Pick(0, 0, time.Now().UnixNano()); idx >= 0 {
+			out[i] = p.Backends[idx].Address
 		}
 	}
 	return out

@@ -19,9 +19,12 @@ import (
 	"sort"
 	"strings"
 	"sync/atomic"
+	"time"
 
+	"github.com/lb-project/lb/dataplane/backend"
 	"github.com/lb-project/lb/dataplane/selector"
 	"github.com/lb-project/lb/dataplane/upstream"
+	"github.com/lb-project/lb/internal/poolspec"
 )
 
 // Backend is one upstream server of a pool, as configured.
@@ -30,6 +33,8 @@ type Backend struct {
 	Address string `json:"address"`
 	// Weight is the backend's relative share of requests.
 	Weight uint32 `json:"weight"`
+	// Draining backends get no new requests.
+	Draining bool `json:"draining,omitempty"`
 }
 
 // PoolConfig is a pool as the routing table is built from it.
@@ -48,6 +53,14 @@ type PoolConfig struct {
 	Upstream upstream.Settings `json:"upstream"`
 	// HostHeader replaces the client's Host header when set.
 	HostHeader string `json:"host_header,omitempty"`
+	// LoadBalancing is the selection policy.
+	LoadBalancing poolspec.LoadBalancing `json:"load_balancing"`
+	// HealthCheck configures active checks, defaults applied; Type "" is none.
+	HealthCheck poolspec.HealthCheck `json:"health_check"`
+	// Outlier configures passive checks, defaults applied.
+	Outlier poolspec.OutlierDetection `json:"outlier_detection"`
+	// Retries after a failed attempt.
+	Retries uint32 `json:"retries"`
 }
 
 // TransportSource provides the shared transport for upstream settings.
@@ -64,7 +77,7 @@ type Config struct {
 }
 
 // Pool is a pool of a built table. It is immutable but for its selector's
-// counter.
+// counters and its backends' runtime states.
 type Pool struct {
 	PoolConfig
 	// Transport reaches the pool's backends; nil when the table was built
@@ -72,19 +85,67 @@ type Pool struct {
 	Transport *upstream.Transport
 	// Scheme is "https" for TLS backends, else "http".
 	Scheme string
+	// States holds each backend's runtime state, index-aligned with
+	// Backends (draining backends included). States carry over from the
+	// previous table for backends it had.
+	States []*backend.State
 
-	prefix   string // PathPrefix, "/" when empty
+	prefix string // PathPrefix, "/" when empty
+	// active maps selector indexes to Backends indexes: the backends that
+	// are not draining.
+	active   []int
 	selector selector.Selector
+	// panicLogged is when panic mode was last logged (unix ns).
+	panicLogged atomic.Int64
 }
 
-// Pick returns the backend for the next request, or nil when the pool has no
-// backends. It takes no lock and does not allocate.
-func (p *Pool) Pick() *Backend {
-	i := p.selector.Pick()
-	if i < 0 {
-		return nil
+// Pick chooses the backend for a request with hash key key (consistent
+// hash only), avoiding the selector indexes in tried (bit i for index i)
+// when another backend is usable. It returns the index into Backends and
+// States, the selector index to add to tried for a retry, and whether no
+// usable backend was left (panic mode: a backend was chosen regardless of
+// health). It returns -1 when the pool has no backend to offer (none, or
+// all draining). It takes no lock and does not allocate.
+func (p *Pool) Pick(key, tried uint64, now int64) (idx, sel int, panicking bool) {
+	sel, panicking = p.selector.Pick(key, tried, now)
+	if sel < 0 {
+		return -1, -1, false
 	}
-	return &p.Backends[i]
+	return p.active[sel], sel, panicking
+}
+
+// ShouldLogPanic reports, at most once per interval, that the pool is in
+// panic mode, so the proxy logs it without flooding.
+func (p *Pool) ShouldLogPanic(now int64, interval time.Duration) bool {
+	last := p.panicLogged.Load()
+	return now-last >= int64(interval) && p.panicLogged.CompareAndSwap(last, now)
+}
+
+// RecordFailure notes a failed request to backend idx (a connection failure
+// or a 5xx answer) and ejects the backend when it has failed too many times
+// in a row and the pool's ejection budget allows. It returns the ejection
+// time, or 0 when the backend was not ejected.
+func (p *Pool) RecordFailure(idx int, now time.Time) time.Duration {
+	st := p.States[idx]
+	n := st.RecordFailure()
+	o := p.Outlier
+	if o.Disabled || n < int32(o.ConsecutiveFailures) {
+		return 0
+	}
+	nowNS := now.UnixNano()
+	if st.Ejected(nowNS) {
+		return 0
+	}
+	ejected := 0
+	for _, s := range p.States {
+		if s.Ejected(nowNS) {
+			ejected++
+		}
+	}
+	if (ejected+1)*100 > int(o.MaxEjectionPercent)*len(p.States) {
+		return 0
+	}
+	return st.Eject(now, o.BaseEjectionTime)
 }
 
 // Table is an immutable routing table.
@@ -108,6 +169,7 @@ func Build(prev *Table, cfg Config, tp TransportSource) (*Table, error) {
 		exact:    make(map[string][]*Pool),
 		wildcard: make(map[string][]*Pool),
 	}
+	now := time.Now()
 	type route struct{ host, prefix string }
 	owner := make(map[route]string)
 	seen := make(map[string]bool, len(cfg.Pools))
@@ -117,6 +179,9 @@ func Build(prev *Table, cfg Config, tp TransportSource) (*Table, error) {
 		}
 		seen[pc.Name] = true
 		p := &Pool{PoolConfig: pc, prefix: pc.PathPrefix, Scheme: pc.Upstream.Scheme()}
+		if p.prefix == "" {
+			p.prefix = "/"
+		}
 		if tp != nil {
 			t, err := tp.Transport(pc.Upstream)
 			if err != nil {
@@ -124,17 +189,29 @@ func Build(prev *Table, cfg Config, tp TransportSource) (*Table, error) {
 			}
 			p.Transport = t
 		}
-		if p.prefix == "" {
-			p.prefix = "/"
+		old := prev.pool(pc.Name)
+		oldStates := old.statesByAddress()
+		p.States = make([]*backend.State, len(pc.Backends))
+		var weights []uint32
+		for i, b := range pc.Backends {
+			if st := oldStates[b.Address]; st != nil {
+				p.States[i] = st
+			} else {
+				p.States[i] = backend.New(b.Address, now)
+			}
+			if !b.Draining {
+				p.active = append(p.active, i)
+				weights = append(weights, b.Weight)
+			}
 		}
-		if old := prev.pool(pc.Name); old != nil && sameBackends(old.Backends, pc.Backends) {
+		if old != nil && slices.Equal(old.Backends, pc.Backends) && old.LoadBalancing == pc.LoadBalancing {
 			p.selector = old.selector
 		} else {
-			weights := make([]uint32, len(pc.Backends))
-			for i, b := range pc.Backends {
-				weights[i] = b.Weight
+			states := make([]*backend.State, len(p.active))
+			for i, bi := range p.active {
+				states[i] = p.States[bi]
 			}
-			p.selector = selector.NewRoundRobin(weights)
+			p.selector = newSelector(pc.LoadBalancing, states, weights)
 		}
 		t.pools = append(t.pools, p)
 
@@ -177,7 +254,32 @@ func Build(prev *Table, cfg Config, tp TransportSource) (*Table, error) {
 	return t, nil
 }
 
-func sameBackends(a, b []Backend) bool { return slices.Equal(a, b) }
+// newSelector builds the selector a pool's policy asks for.
+func newSelector(lb poolspec.LoadBalancing, states []*backend.State, weights []uint32) selector.Selector {
+	switch lb.Algorithm {
+	case poolspec.AlgorithmLeastRequest:
+		return selector.NewLeastRequest(states, weights, lb.SlowStart)
+	case poolspec.AlgorithmRandom:
+		return selector.NewRandom(states, weights, lb.SlowStart)
+	case poolspec.AlgorithmConsistentHash:
+		return selector.NewConsistentHash(states, weights)
+	default:
+		return selector.NewRoundRobin(states, weights, lb.SlowStart)
+	}
+}
+
+// statesByAddress indexes the pool's backend states by address; nil for a
+// nil pool.
+func (p *Pool) statesByAddress() map[string]*backend.State {
+	if p == nil {
+		return nil
+	}
+	m := make(map[string]*backend.State, len(p.Backends))
+	for i, b := range p.Backends {
+		m[b.Address] = p.States[i]
+	}
+	return m
+}
 
 // pool returns the named pool, or nil (also for a nil table).
 func (t *Table) pool(name string) *Pool {

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/lb-project/lb/dataplane/routing"
 )
@@ -35,8 +36,8 @@ func build(t testing.TB, prev *routing.Table, cfg routing.Config) *routing.Table
 func nextAddrs(p *routing.Pool, n int) []string {
 	out := make([]string, n)
 	for i := range out {
-		if b := p.Pick(); b != nil {
-			out[i] = b.Address
+		if idx, _, _ := p.Pick(0, 0, time.Now().UnixNano()); idx >= 0 {
+			out[i] = p.Backends[idx].Address
 		}
 	}
 	return out
@@ -236,10 +237,11 @@ func TestPick(t *testing.T) {
 		})
 	}
 	p := tbl.Match("rr.com", "/")
-	if b := p.Pick(); b != &p.Backends[0] {
-		t.Errorf("Pick = %p, want &Backends[0] = %p", b, &p.Backends[0])
+	if idx, _, _ := p.Pick(0, 0, time.Now().UnixNano()); idx != 0 {
+		t.Errorf("Pick = %d, want 0", idx)
 	}
-	if n := testing.AllocsPerRun(1000, func() { p.Pick() }); n != 0 {
+	now := time.Now().UnixNano()
+	if n := testing.AllocsPerRun(1000, func() { p.Pick(0, 0, now) }); n != 0 {
 		t.Errorf("Pick allocates %v times, want 0", n)
 	}
 }
@@ -459,7 +461,7 @@ func BenchmarkMatchPick(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			if p := tbl.Match("svc0.example.com", "/p0/x"); p != nil {
-				p.Pick()
+				p.Pick(0, 0, time.Now().UnixNano())
 			}
 		}
 	})

@@ -6,19 +6,22 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/lb-project/lb/dataplane/backend"
 	"github.com/lb-project/lb/dataplane/selector"
 )
 
-var _ selector.Selector = selector.NewRoundRobin(nil)
+// newRR returns a round robin selector over healthy backends with the given
+// weights, without slow start.
+func newRR(weights []uint32) *selector.RoundRobin {
+	return selector.NewRoundRobin(newStates(len(weights)), weights, 0)
+}
 
-// picks returns the next n picks of s.
-func picks(s selector.Selector, n int) []int {
-	out := make([]int, n)
-	for i := range out {
-		out[i] = s.Pick()
-	}
-	return out
+// pick returns s's next pick with no tried backends at now.
+func pick(s selector.Selector) int {
+	i, _ := s.Pick(0, 0, now)
+	return i
 }
 
 // repeat returns cycle repeated n times.
@@ -57,7 +60,7 @@ func TestRoundRobinSequence(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(fmt.Sprint(tt.weights), func(t *testing.T) {
 			const cycles = 4
-			got := picks(selector.NewRoundRobin(tt.weights), cycles*len(tt.cycle))
+			got := picks(t, newRR(tt.weights), cycles*len(tt.cycle))
 			if want := repeat(tt.cycle, cycles); !slices.Equal(got, want) {
 				t.Fatalf("picks = %v, want %v", got, want)
 			}
@@ -70,7 +73,7 @@ func TestRoundRobinSequence(t *testing.T) {
 func TestRoundRobinWindows(t *testing.T) {
 	for _, weights := range [][]uint32{{2, 1}, {4, 2}, {200, 100}} {
 		t.Run(fmt.Sprint(weights), func(t *testing.T) {
-			got := picks(selector.NewRoundRobin(weights), 300)
+			got := picks(t, newRR(weights), 300)
 			for start := 0; start < len(got); start += 3 {
 				var n [2]int
 				for _, i := range got[start : start+3] {
@@ -120,14 +123,14 @@ func TestRoundRobinCounts(t *testing.T) {
 			name = fmt.Sprintf("%d backends", len(tt.weights))
 		}
 		t.Run(name, func(t *testing.T) {
-			rr := selector.NewRoundRobin(tt.weights)
+			rr := newRR(tt.weights)
 			if got := selector.CycleLen(rr); got != tt.cycleLen {
 				t.Fatalf("cycle length = %d, want %d", got, tt.cycleLen)
 			}
 			for c := range 3 {
 				counts := make([]int, len(tt.weights))
 				for range tt.cycleLen {
-					counts[rr.Pick()]++
+					counts[pick(rr)]++
 				}
 				if !slices.Equal(counts, tt.counts) {
 					t.Fatalf("cycle %d: counts = %v, want %v", c, counts, tt.counts)
@@ -156,8 +159,8 @@ func TestRoundRobinInterleaves(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(fmt.Sprint(tt.weights), func(t *testing.T) {
-			rr := selector.NewRoundRobin(tt.weights)
-			seq := picks(rr, 5*selector.CycleLen(rr))
+			rr := newRR(tt.weights)
+			seq := picks(t, rr, 5*selector.CycleLen(rr))
 			run, longest, at := 1, 1, 0
 			for i := 1; i < len(seq); i++ {
 				if seq[i] == seq[i-1] {
@@ -200,7 +203,7 @@ func TestRoundRobinScaled(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			rr := selector.NewRoundRobin(tt.weights)
+			rr := newRR(tt.weights)
 			n := selector.CycleLen(rr)
 			if maxLen := 1<<16 + len(tt.weights); n > maxLen || n < len(tt.weights) {
 				t.Fatalf("cycle length = %d, want %d to %d", n, len(tt.weights), maxLen)
@@ -212,7 +215,7 @@ func TestRoundRobinScaled(t *testing.T) {
 			for c := range 2 {
 				counts := make([]int, len(tt.weights))
 				for range n {
-					counts[rr.Pick()]++
+					counts[pick(rr)]++
 				}
 				for i, got := range counts {
 					if got < 1 {
@@ -246,7 +249,7 @@ func TestRoundRobinConcurrent(t *testing.T) {
 	)
 	for _, tt := range tests {
 		t.Run(fmt.Sprint(tt.weights), func(t *testing.T) {
-			rr := selector.NewRoundRobin(tt.weights)
+			rr := newRR(tt.weights)
 			total := cycles * selector.CycleLen(rr)
 			if total%goroutines != 0 {
 				t.Fatalf("test setup: %d picks do not split over %d goroutines", total, goroutines)
@@ -260,7 +263,7 @@ func TestRoundRobinConcurrent(t *testing.T) {
 				wg.Go(func() {
 					local := make([]int, len(tt.weights))
 					for range total / goroutines {
-						local[rr.Pick()]++
+						local[pick(rr)]++
 					}
 					mu.Lock()
 					defer mu.Unlock()
@@ -283,8 +286,8 @@ func TestRoundRobinConcurrent(t *testing.T) {
 
 func TestRoundRobinPickAllocs(t *testing.T) {
 	for _, weights := range [][]uint32{nil, {1}, {1, 1, 1}, {5, 1, 1}, unequal(10000)} {
-		rr := selector.NewRoundRobin(weights)
-		if n := testing.AllocsPerRun(1000, func() { rr.Pick() }); n != 0 {
+		rr := newRR(weights)
+		if n := testing.AllocsPerRun(1000, func() { pick(rr) }); n != 0 {
 			t.Errorf("Pick with %d backends allocates %v times, want 0", len(weights), n)
 		}
 	}
@@ -308,56 +311,172 @@ func unequal(n int) []uint32 {
 	return ws
 }
 
-var sink int
+// TestRoundRobinSkip checks that unusable backends (unhealthy or ejected) are
+// skipped while the others keep their exact order: the picks are the
+// weighted order with the unusable backends left out.
+func TestRoundRobinSkip(t *testing.T) {
+	tests := []struct {
+		weights   []uint32
+		unhealthy []int
+		ejected   []int
+		cycle     []int
+	}{
+		{[]uint32{1, 1, 1}, []int{0}, nil, []int{1, 2}},
+		{[]uint32{1, 1, 1}, []int{1}, nil, []int{0, 2}},
+		{[]uint32{1, 1, 1}, nil, []int{2}, []int{0, 1}},
+		{[]uint32{1, 1, 1}, []int{0}, []int{2}, []int{1}},
+		{[]uint32{1, 1, 1, 1, 1}, []int{1, 2}, nil, []int{0, 3, 4}},
+		{[]uint32{2, 1}, []int{0}, nil, []int{1}},
+		{[]uint32{2, 1}, []int{1}, nil, []int{0}},
+		{[]uint32{5, 1, 1}, []int{1}, nil, []int{0, 0, 0, 2, 0, 0}},
+		{[]uint32{5, 1, 1}, nil, []int{0}, []int{1, 2}},
+		{[]uint32{1, 2, 3}, []int{2}, nil, []int{1, 0, 1}},
+		{[]uint32{1, 2, 3}, []int{1}, nil, []int{2, 0, 2, 2}},
+		{[]uint32{1, 2, 3}, []int{0}, nil, []int{2, 1, 2, 1, 2}},
+		{[]uint32{7, 5, 3, 2}, []int{0, 2}, nil, []int{1, 3, 1, 1, 1, 3, 1}},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%v/unhealthy=%v/ejected=%v", tt.weights, tt.unhealthy, tt.ejected), func(t *testing.T) {
+			states := unhealthy(newStates(len(tt.weights)), tt.unhealthy...)
+			for _, i := range tt.ejected {
+				states[i].Eject(t0, time.Minute)
+			}
+			const cycles = 4
+			got := picks(t, selector.NewRoundRobin(states, tt.weights, 0), cycles*len(tt.cycle))
+			if want := repeat(tt.cycle, cycles); !slices.Equal(got, want) {
+				t.Fatalf("picks = %v, want %v", got, want)
+			}
+		})
+	}
+}
 
-func BenchmarkPick(b *testing.B) {
-	for _, n := range []int{2, 100, 10000} {
-		for _, kind := range []struct {
-			name    string
-			weights func(int) []uint32
-		}{{"equal", equal}, {"unequal", unequal}} {
-			b.Run(fmt.Sprintf("backends=%d/%s", n, kind.name), func(b *testing.B) {
-				rr := selector.NewRoundRobin(kind.weights(n))
-				b.ReportAllocs()
-				for b.Loop() {
-					sink = rr.Pick()
+// TestRoundRobinRecovery checks that a backend that becomes unusable drops
+// out of the order at once and comes back when it is usable again.
+func TestRoundRobinRecovery(t *testing.T) {
+	states := newStates(3)
+	rr := selector.NewRoundRobin(states, nil, 0)
+	if got, want := picks(t, rr, 6), []int{0, 1, 2, 0, 1, 2}; !slices.Equal(got, want) {
+		t.Fatalf("healthy: picks = %v, want %v", got, want)
+	}
+	states[1].Eject(t0.Add(-time.Second), 10*time.Second) // until t0+9s
+	if got, want := picks(t, rr, 4), []int{0, 2, 0, 2}; !slices.Equal(got, want) {
+		t.Fatalf("ejected: picks = %v, want %v", got, want)
+	}
+	// Past the ejection, backend 1 is back in its place.
+	var got []int
+	for range 6 {
+		i, p := rr.Pick(0, 0, t0.Add(10*time.Second).UnixNano())
+		if p {
+			t.Fatal("panic mode")
+		}
+		got = append(got, i)
+	}
+	if want := []int{0, 1, 2, 0, 1, 2}; !slices.Equal(got, want) {
+		t.Fatalf("after ejection: picks = %v, want %v", got, want)
+	}
+}
+
+// TestRoundRobinPanic checks that with no usable backend the picks follow
+// the weighted order regardless of health, reporting panic mode, and that
+// tried backends are still avoided.
+func TestRoundRobinPanic(t *testing.T) {
+	tests := []struct {
+		weights []uint32
+		tried   uint64
+		cycle   []int
+	}{
+		{[]uint32{1, 1, 1}, 0, []int{0, 1, 2}},
+		{[]uint32{1}, 0, []int{0}},
+		{[]uint32{2, 1}, 0, []int{0, 1, 0}},
+		{[]uint32{5, 1, 1}, 0, []int{0, 0, 1, 0, 2, 0, 0}},
+		{[]uint32{1, 1, 1}, mask(1), []int{0, 2}},
+		{[]uint32{5, 1, 1}, mask(0), []int{1, 2}},
+		{[]uint32{5, 1, 1}, mask(0, 1, 2), []int{0, 0, 1, 0, 2, 0, 0}}, // all tried
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%v/tried=%b", tt.weights, tt.tried), func(t *testing.T) {
+			states := newStates(len(tt.weights))
+			unhealthy(states, seq(len(states))...)
+			rr := selector.NewRoundRobin(states, tt.weights, 0)
+			var got []int
+			for range 3 * len(tt.cycle) {
+				i, p := rr.Pick(0, tt.tried, now)
+				if !p {
+					t.Fatalf("pick %d = %d without panic mode", len(got), i)
 				}
-			})
+				got = append(got, i)
+			}
+			if want := repeat(tt.cycle, 3); !slices.Equal(got, want) {
+				t.Fatalf("picks = %v, want %v", got, want)
+			}
+		})
+	}
+}
+
+// TestRoundRobinTried checks that a retry avoids the backends it tried and
+// takes the next in the order, and that the rotation goes on after it.
+func TestRoundRobinTried(t *testing.T) {
+	rr := selector.NewRoundRobin(newStates(3), nil, 0)
+	type step struct {
+		tried uint64
+		want  int
+	}
+	steps := []step{
+		{0, 0},
+		{mask(1), 2}, // position 1 is tried: 2, and the rotation moves past it
+		{0, 0},
+		{mask(0), 1},
+		{mask(0, 1), 2},
+		{mask(0, 1, 2), 0}, // all tried: any
+		{0, 1},
+		{mask(1, 2), 0},
+		{0, 1},
+	}
+	for k, s := range steps {
+		i, p := rr.Pick(0, s.tried, now)
+		if i != s.want || p {
+			t.Fatalf("step %d (tried %03b): Pick = %d, %v; want %d, false", k, s.tried, i, p, s.want)
+		}
+	}
+	// With backend 2 unusable and 0 tried, 1 is the only choice; with 1
+	// tried too, panic mode offers 2.
+	rr2 := selector.NewRoundRobin(unhealthy(newStates(3), 2), nil, 0)
+	for range 5 {
+		if i, p := rr2.Pick(0, mask(0), now); i != 1 || p {
+			t.Fatalf("Pick = %d, %v; want 1, false", i, p)
+		}
+		if i, p := rr2.Pick(0, mask(0, 1), now); i != 2 || !p {
+			t.Fatalf("Pick = %d, %v; want 2, true", i, p)
 		}
 	}
 }
 
-func BenchmarkPickParallel(b *testing.B) {
-	for _, kind := range []struct {
-		name    string
-		weights []uint32
-	}{{"equal", equal(100)}, {"unequal", unequal(100)}} {
-		b.Run("backends=100/"+kind.name, func(b *testing.B) {
-			rr := selector.NewRoundRobin(kind.weights)
-			b.ReportAllocs()
-			b.ResetTimer()
-			b.RunParallel(func(pb *testing.PB) {
-				var s int
-				for pb.Next() {
-					s += rr.Pick()
-				}
-				_ = s
-			})
-		})
+// TestRoundRobinSlowStart checks that a fully ramped backend keeps its exact
+// place and that a ramping backend's skipped turns go to the next backend
+// in the order (so no backend is picked twice in a row here), never in panic
+// mode.
+func TestRoundRobinSlowStart(t *testing.T) {
+	const window = time.Minute
+	states := newStates(3)
+	rr := selector.NewRoundRobin(states, nil, window)
+	if got, want := picks(t, rr, 6), []int{0, 1, 2, 0, 1, 2}; !slices.Equal(got, want) {
+		t.Fatalf("ramped up: picks = %v, want %v", got, want)
 	}
-}
-
-// BenchmarkNewRoundRobin measures building a selector, which happens once per
-// changed pool per configuration version. (Building one for 10,000 unequal
-// backends takes milliseconds, too long for a fixed -benchtime=2000x run.)
-func BenchmarkNewRoundRobin(b *testing.B) {
-	for _, n := range []int{100} {
-		b.Run(fmt.Sprintf("backends=%d/unequal", n), func(b *testing.B) {
-			ws := unequal(n)
-			b.ReportAllocs()
-			for b.Loop() {
-				selector.NewRoundRobin(ws)
-			}
-		})
+	// Backend 1 just joined: factor 0.1, so about 1 in 10 of its turns.
+	states[1] = backend.New(addr(1), t0)
+	rr = selector.NewRoundRobin(states, nil, window)
+	got := picks(t, rr, 30000)
+	var ones int
+	for k, i := range got {
+		if i == 1 {
+			ones++
+		}
+		if k > 0 && i == got[k-1] {
+			t.Fatalf("picks %d-%d: %d twice in a row", k-1, k, i)
+		}
+	}
+	// Shares are 1:0.1:1 of 2.1.
+	if want := 30000 * 0.1 / 2.1; float64(ones) < want*0.8 || float64(ones) > want*1.2 {
+		t.Fatalf("ramping backend picked %d times of 30000, want about %.0f", ones, want)
 	}
 }

@@ -1,185 +1,101 @@
 // Package selector picks which backend of a pool serves the next request.
 //
-// A selector is built once per backend set, from the backends' weights, and is
-// immutable afterwards except for one atomic counter, so a pick takes no lock
-// and allocates nothing. Selectors deal in indexes into the pool's backend
-// slice; they know nothing of addresses or wire formats.
+// A selector is built once per backend set, from the backends' runtime
+// states (package backend) and weights, and is immutable afterwards except
+// for atomic counters, so a pick takes no lock and allocates nothing.
+// Selectors deal in indexes into the pool's backend slice; apart from the
+// addresses that ConsistentHash hashes, they know nothing of addresses or
+// wire formats.
+//
+// Four policies are offered:
+//
+//   - RoundRobin (NewRoundRobin) walks a precomputed smooth weighted order.
+//   - Random (NewRandom) draws a backend with probability proportional to its
+//     weight.
+//   - LeastRequest (NewLeastRequest) draws two distinct backends by weight and
+//     takes the one with fewer requests in flight per unit of weight ("power
+//     of two choices").
+//   - Maglev (NewConsistentHash) maps a request's hash key (see HashString)
+//     through a Maglev lookup table, so a key keeps its backend and a change
+//     of membership moves few keys.
+//
+// Every policy skips backends that are not usable (unhealthy or ejected)
+// and those a request already tried (a retry); when no untried backend is
+// usable it falls back to an untried one regardless of health and says so
+// ("panic mode"), so that a pool whose checks all fail still serves. With a
+// slow-start window, RoundRobin, Random and LeastRequest give a backend that
+// just joined or recovered a share of its weight that ramps up over the
+// window (backend.State.RampFactor).
 package selector
 
 import (
-	"container/heap"
-	"sync/atomic"
+	"github.com/lb-project/lb/dataplane/backend"
 )
 
-// Selector picks the index of a backend.
+// Selector picks the index of a backend. Implementations are immutable after
+// construction except for atomic counters, safe for concurrent use, and
+// allocate nothing per pick.
 type Selector interface {
 	// Pick returns the index of the backend for the next request, or -1 when
-	// there are no backends.
-	Pick() int
+	// there are none.
+	//
+	// key is the request's hash key (used by ConsistentHash only; others
+	// ignore it).
+	//
+	// tried is a bitmask of indexes already tried by this request (bit i for
+	// index i < 64); Pick avoids them when any other backend is usable.
+	//
+	// now is the current time in unix nanoseconds.
+	//
+	// Unusable backends (State.Usable(now) false) are skipped; if no untried
+	// backend is usable, Pick falls back to any untried backend regardless of
+	// health ("panic mode") and reports panic=true; if every backend was
+	// tried, it may return a tried one.
+	Pick(key uint64, tried uint64, now int64) (index int, panic bool)
 }
 
-// maxSequence bounds the precomputed weighted sequence (entries of 4 bytes).
-const maxSequence = 1 << 16
+// Interface guards.
+var (
+	_ Selector = (*RoundRobin)(nil)
+	_ Selector = (*Random)(nil)
+	_ Selector = (*LeastRequest)(nil)
+	_ Selector = (*Maglev)(nil)
+)
 
-// RoundRobin cycles through the backends in order, honouring integer weights:
-// over every cycle of sum(weights)/gcd(weights) picks, backend i is picked
-// exactly weight[i]/gcd times, interleaved rather than in runs (weights 5:1:1
-// give a a b a c a a, never five a in a row, also across cycles).
-type RoundRobin struct {
-	// n is the number of backends.
-	n uint64
-	// seq is the precomputed weighted order; nil when all weights are equal.
-	seq []uint32
-	// next counts picks; the only mutable state.
-	next atomic.Uint64
+// checkLen panics unless weights is empty (meaning all weights 1) or
+// index-aligned with states.
+func checkLen(states []*backend.State, weights []uint32) {
+	if len(weights) != 0 && len(weights) != len(states) {
+		panic("selector: len(weights) != len(states)")
+	}
 }
 
-var _ Selector = (*RoundRobin)(nil)
-
-// NewRoundRobin returns a round-robin selector over backends with the given
-// weights (weights of 0 count as 1). When the reduced weights sum to more than
-// 65,536, they are scaled down proportionally (each kept at least 1), so the
-// shares are approximate for such extreme configurations.
-func NewRoundRobin(weights []uint32) *RoundRobin {
-	rr := &RoundRobin{n: uint64(len(weights))}
-	if len(weights) < 2 || allEqual(weights) {
-		return rr
+// weightAt returns backend i's weight: weights[i], or 1 when weights is empty
+// or weights[i] is 0.
+func weightAt(weights []uint32, i int) uint32 {
+	if len(weights) == 0 {
+		return 1
 	}
-	rr.seq = weightedSequence(weights)
-	return rr
+	return max(weights[i], 1)
 }
 
-// Pick implements Selector.
-func (r *RoundRobin) Pick() int {
-	if r.n == 0 {
-		return -1
+// normTried returns the tried mask for a pool of n ≥ 1 backends with the bits
+// of nonexistent indexes cleared, or 0 when every backend was tried, so that
+// a request that tried them all may try one again. Pools of more than 64
+// backends always have untracked, hence untried, backends.
+func normTried(tried uint64, n int) uint64 {
+	if n > 64 {
+		return tried
 	}
-	i := r.next.Add(1) - 1
-	if r.seq == nil {
-		return int(i % r.n)
+	all := ^uint64(0) >> (64 - n)
+	if tried&all == all {
+		return 0
 	}
-	return int(r.seq[i%uint64(len(r.seq))])
+	return tried & all
 }
 
-func allEqual(ws []uint32) bool {
-	for _, w := range ws[1:] {
-		if max(w, 1) != max(ws[0], 1) {
-			return false
-		}
-	}
-	return true
-}
-
-func gcd(a, b uint64) uint64 {
-	for b != 0 {
-		a, b = b, a%b
-	}
-	return a
-}
-
-// smoothBudget bounds the work of building a sequence with smooth weighted
-// round robin (backends × sequence length); beyond it the cheaper
-// earliest-deadline order is used.
-const smoothBudget = 1 << 24
-
-// weightedSequence returns one cycle of the weighted order. Weights are
-// reduced by their gcd (and scaled down past maxSequence). The order is
-// nginx's smooth weighted round robin, which spreads each backend's picks
-// evenly even across cycle boundaries (5:1:1 gives a a b a c a a); for very
-// large pools, where that costs too much to build, an earliest-deadline
-// order with the same counts.
-func weightedSequence(weights []uint32) []uint32 {
-	ws := make([]uint64, len(weights))
-	var g, total uint64
-	for i, w := range weights {
-		ws[i] = uint64(max(w, 1))
-		g = gcd(g, ws[i])
-	}
-	for i := range ws {
-		ws[i] /= g
-		total += ws[i]
-	}
-	if total > maxSequence {
-		var scaled uint64
-		for i := range ws {
-			ws[i] = max(1, ws[i]*maxSequence/total)
-			scaled += ws[i]
-		}
-		total = scaled
-	}
-	if total*uint64(len(ws)) <= smoothBudget {
-		return smoothSequence(ws, total)
-	}
-	return deadlineSequence(ws, total)
-}
-
-// smoothSequence runs smooth weighted round robin for one cycle: every step
-// each backend's current value grows by its weight, the largest is picked
-// (ties by index) and reduced by the total.
-func smoothSequence(ws []uint64, total uint64) []uint32 {
-	cur := make([]int64, len(ws))
-	seq := make([]uint32, 0, total)
-	for uint64(len(seq)) < total {
-		best := 0
-		for i, w := range ws {
-			cur[i] += int64(w)
-			if cur[i] > cur[best] {
-				best = i
-			}
-		}
-		cur[best] -= int64(total)
-		seq = append(seq, uint32(best))
-	}
-	return seq
-}
-
-// deadlineSequence lists, in order, the times (k+½)/w_i at which backend i
-// is due, for k = 0..w_i-1 (ties by index), using a heap.
-func deadlineSequence(ws []uint64, total uint64) []uint32 {
-	h := make(dueHeap, len(ws))
-	for i, w := range ws {
-		h[i] = due{index: uint32(i), weight: w}
-	}
-	heap.Init(&h)
-	seq := make([]uint32, 0, total)
-	for uint64(len(seq)) < total {
-		d := &h[0]
-		seq = append(seq, d.index)
-		d.picks++
-		if d.picks == d.weight {
-			heap.Pop(&h)
-		} else {
-			heap.Fix(&h, 0)
-		}
-	}
-	return seq
-}
-
-// due is one backend's position in the sequence being built: it is next due
-// at (2*picks+1)/(2*weight).
-type due struct {
-	index  uint32
-	weight uint64
-	picks  uint64
-}
-
-type dueHeap []due
-
-func (h dueHeap) Len() int { return len(h) }
-func (h dueHeap) Less(i, j int) bool {
-	// Compare (2p_i+1)/w_i with (2p_j+1)/w_j without division.
-	a := (2*h[i].picks + 1) * h[j].weight
-	b := (2*h[j].picks + 1) * h[i].weight
-	if a != b {
-		return a < b
-	}
-	return h[i].index < h[j].index
-}
-func (h dueHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
-func (h *dueHeap) Push(x any)   { *h = append(*h, x.(due)) }
-func (h *dueHeap) Pop() any {
-	old := *h
-	x := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return x
+// isTried reports whether bit i of tried is set; indexes from 64 on are never
+// tried.
+func isTried(tried uint64, i int) bool {
+	return tried>>uint(i)&1 != 0 // shifts of 64 or more give 0
 }

@@ -68,6 +68,13 @@ type Settings struct {
 	// ClientCertPEM and ClientKeyPEM are the client certificate for mutual TLS.
 	ClientCertPEM string `json:"-"`
 	ClientKeyPEM  string `json:"-"`
+	// ConnectTimeout bounds TCP and TLS connection setup; 0: the cache's default.
+	ConnectTimeout time.Duration `json:"connect_timeout,omitempty"`
+	// ResponseHeaderTimeout bounds the wait for response headers; 0: the
+	// cache's default.
+	ResponseHeaderTimeout time.Duration `json:"response_header_timeout,omitempty"`
+	// IdleTimeout closes idle connections; 0: the cache's default.
+	IdleTimeout time.Duration `json:"idle_timeout,omitempty"`
 }
 
 // MarshalText renders the protocol by name (for JSON views).
@@ -117,6 +124,15 @@ func (t *Transport) RoundTrip(r *http.Request) (*http.Response, error) {
 		return t.h1.RoundTrip(r)
 	}
 	return t.h2.RoundTrip(r)
+}
+
+// TLSConfig returns a copy of the TLS client configuration towards the
+// backends, or nil when they are not reached over TLS.
+func (t *Transport) TLSConfig() *tls.Config {
+	if t.h1.TLSClientConfig == nil {
+		return nil
+	}
+	return t.h1.TLSClientConfig.Clone()
 }
 
 // CloseIdleConnections closes the transport's idle connections.
@@ -219,24 +235,34 @@ func (c *Cache) build(s Settings) (*Transport, error) {
 			return nil, err
 		}
 	}
-	t := &Transport{settings: s, h1: c.newHTTPTransport(tlsCfg, false)}
+	opts := c.opts
+	if s.ConnectTimeout > 0 {
+		opts.DialTimeout = s.ConnectTimeout
+	}
+	if s.ResponseHeaderTimeout > 0 {
+		opts.ResponseHeaderTimeout = s.ResponseHeaderTimeout
+	}
+	if s.IdleTimeout > 0 {
+		opts.IdleConnTimeout = s.IdleTimeout
+	}
+	t := &Transport{settings: s, h1: newHTTPTransport(opts, tlsCfg, false)}
 	if s.Protocol != HTTP1 {
-		t.h2 = c.newHTTPTransport(tlsCfg, true)
+		t.h2 = newHTTPTransport(opts, tlsCfg, true)
 	}
 	return t, nil
 }
 
-func (c *Cache) newHTTPTransport(tlsCfg *tls.Config, http2 bool) *http.Transport {
-	d := &net.Dialer{Timeout: c.opts.DialTimeout, KeepAlive: 30 * time.Second}
+func newHTTPTransport(opts Options, tlsCfg *tls.Config, http2 bool) *http.Transport {
+	d := &net.Dialer{Timeout: opts.DialTimeout, KeepAlive: 30 * time.Second}
 	t := &http.Transport{
 		Proxy:                 nil,
 		DialContext:           d.DialContext,
 		MaxIdleConns:          0,
-		MaxIdleConnsPerHost:   c.opts.MaxIdleConnsPerHost,
-		IdleConnTimeout:       c.opts.IdleConnTimeout,
-		ResponseHeaderTimeout: c.opts.ResponseHeaderTimeout,
+		MaxIdleConnsPerHost:   opts.MaxIdleConnsPerHost,
+		IdleConnTimeout:       opts.IdleConnTimeout,
+		ResponseHeaderTimeout: opts.ResponseHeaderTimeout,
 		ExpectContinueTimeout: time.Second,
-		TLSHandshakeTimeout:   c.opts.DialTimeout,
+		TLSHandshakeTimeout:   opts.DialTimeout,
 		DisableCompression:    true,
 		Protocols:             new(http.Protocols),
 	}

@@ -129,6 +129,60 @@ requests.`,
 	return cmd
 }
 
+func (a *app) newDrainBackendCmd() *cobra.Command {
+	return a.drainCmd(true)
+}
+
+func (a *app) newUndrainBackendCmd() *cobra.Command {
+	return a.drainCmd(false)
+}
+
+// drainCmd builds drain-backend (drain true) or undrain-backend.
+func (a *app) drainCmd(drain bool) *cobra.Command {
+	var pool string
+	cmd := &cobra.Command{
+		Use:   "drain-backend --pool NAME HOST:PORT",
+		Short: "Stop sending new requests to a backend",
+		Long: `Drain the backend HOST:PORT of the pool given by --pool: the data planes send
+it no new requests, while requests and WebSocket sessions already on it
+finish. The backend stays in the pool with its weight; "lbctl pool get NAME"
+shows it as draining, with its requests still in flight, so it can be removed
+or restarted once they reach 0. undrain-backend puts it back in service.`,
+		Example: `  lbctl drain-backend --pool api 10.0.0.5:8080
+  # Wait for IN-FLIGHT to reach 0, then:
+  lbctl pool get api
+  lbctl remove-backend --pool api 10.0.0.5:8080`,
+		Args: exactArgs("HOST:PORT"),
+	}
+	what := "draining (gets no new requests; in-flight requests finish)"
+	if !drain {
+		cmd.Use = "undrain-backend --pool NAME HOST:PORT"
+		cmd.Short = "Send new requests to a drained backend again"
+		cmd.Long = `Undrain the backend HOST:PORT of the pool given by --pool, drained with
+drain-backend: the data planes send it new requests again, by its weight.`
+		cmd.Example = `  lbctl undrain-backend --pool api 10.0.0.5:8080`
+		what = "active again (gets new requests)"
+	}
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if err := requirePool(cmd, pool); err != nil {
+			return err
+		}
+		addr := args[0]
+		req := &lbv1.UpdateBackendRequest{Pool: pool, Address: addr, Draining: &drain}
+		return a.withClient(cmd.Context(), func(ctx context.Context, c lbv1.AdminServiceClient) error {
+			resp, err := c.UpdateBackend(ctx, req)
+			if err != nil {
+				return callErr(pool, err)
+			}
+			return a.emit(resp, func(w io.Writer) error {
+				return mutationLine(w, pool, "backend "+addr+" "+what, resp.GetVersion())
+			})
+		})
+	}
+	poolFlag(cmd, &pool)
+	return cmd
+}
+
 // findBackend returns the backend of p with address addr, or nil.
 func findBackend(p *lbv1.Pool, addr string) *lbv1.Backend {
 	for _, b := range p.GetBackends() {

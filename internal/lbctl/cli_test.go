@@ -10,9 +10,8 @@ import (
 )
 
 // nothingToUpdate is the error of "pool update" without a change.
-const nothingToUpdate = "lbctl: nothing to update; give --host, --clear-hosts, --path-prefix, " +
-	"--upstream-protocol, --upstream-tls, --sni, --clear-sni, --ca-file, --clear-ca, --insecure-skip-verify, " +
-	"--client-cert with --client-key, --clear-client-cert, --host-header or --clear-host-header; " +
+const nothingToUpdate = "lbctl: nothing to update; give a flag that changes the pool, such as --host, " +
+	"--path-prefix, --upstream-tls, --algorithm, --health-check, --retries or --connect-timeout; " +
 	"see 'lbctl pool update --help'\n"
 
 // TestUsageErrors checks command line mistakes: each is reported on one line
@@ -128,8 +127,8 @@ func TestHelp(t *testing.T) {
 		t.Errorf("lbctl: Short, Long and Example must be set")
 	}
 	paths = append(paths, nil)
-	if len(paths) != 11 {
-		t.Errorf("found %d commands, want 11: %v", len(paths), paths)
+	if len(paths) != 13 {
+		t.Errorf("found %d commands, want 13: %v", len(paths), paths)
 	}
 	for _, p := range paths {
 		for _, h := range []string{"--help", "-h"} {

@@ -2,8 +2,9 @@
 // balancer's control plane.
 //
 // lbctl talks to the control plane's lb.v1.AdminService over gRPC. It can
-// create, list, show, update and delete pools, and add, remove and reweigh
-// the backends of a pool. Every command prints a table for people by default,
+// create, list, show, update and delete pools (with their load balancing,
+// health check, outlier detection, retry and timeout settings), and add,
+// remove, reweigh, drain and undrain the backends of a pool. Every command prints a table for people by default,
 // or the response message as JSON (-o json) for automation.
 //
 // The command line is built with github.com/spf13/cobra. Its whole behaviour

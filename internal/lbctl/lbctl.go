@@ -153,8 +153,10 @@ version, which lbctl prints, and then pushed to the data planes.
 The control plane address is taken from --controlplane, else from the
 ` + EnvControlPlane + ` environment variable, else ` + DefaultControlPlane + `.`,
 		Example: `  lbctl pool create web --host www.example.com --backend 10.0.0.5:8080
+  lbctl pool create api --algorithm least-request --health-check http:/healthz --health-interval 2s --retries 3 --backend 10.0.0.5:8080 --backend 10.0.0.6:8080
   lbctl pool list
   lbctl add-backend --pool web 10.0.0.6:8080 --weight 2
+  lbctl drain-backend --pool api 10.0.0.5:8080
   LBCTL_CONTROLPLANE=cp.internal:7400 lbctl pool get web -o json`,
 		Args:              cobra.ArbitraryArgs,
 		RunE:              groupRun,
@@ -177,6 +179,8 @@ The control plane address is taken from --controlplane, else from the
 		a.newAddBackendCmd(),
 		a.newRemoveBackendCmd(),
 		a.newSetWeightCmd(),
+		a.newDrainBackendCmd(),
+		a.newUndrainBackendCmd(),
 		a.newVersionCmd(),
 	)
 	return root

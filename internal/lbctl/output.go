@@ -5,12 +5,14 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	lbv1 "github.com/lb-project/lb/api/lb/v1"
 )
@@ -57,18 +59,20 @@ func pathText(p string) string {
 // writePoolList writes the table of "pool list".
 func writePoolList(w io.Writer, pools []*lbv1.Pool) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tHOSTS\tPATH\tBACKENDS\tUPSTREAM\tVERSION")
+	fmt.Fprintln(tw, "NAME\tHOSTS\tPATH\tBACKENDS\tALGORITHM\tUPSTREAM\tVERSION")
 	for _, p := range pools {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%d\n",
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%d\n",
 			p.GetName(), hostsText(p.GetHosts()), pathText(p.GetPathPrefix()), len(p.GetBackends()),
-			upstreamShort(p.GetUpstream()), p.GetVersion())
+			algorithmName(p.GetLoadBalancing().GetAlgorithm()), upstreamShort(p.GetUpstream()), p.GetVersion())
 	}
 	return tw.Flush()
 }
 
 // writePool writes the output of "pool get": a header block, the upstream
-// block when the pool has upstream settings, then the backends.
-func writePool(w io.Writer, p *lbv1.Pool) error {
+// block when the pool has upstream settings, the policy block, then the
+// backends with what the data planes report about them (statuses, matched
+// by address).
+func writePool(w io.Writer, p *lbv1.Pool, statuses []*lbv1.BackendStatus) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "Name:\t%s\n", p.GetName())
 	fmt.Fprintf(tw, "Hosts:\t%s\n", hostsText(p.GetHosts()))
@@ -78,6 +82,8 @@ func writePool(w io.Writer, p *lbv1.Pool) error {
 		fmt.Fprintln(tw)
 		writeUpstream(tw, u, time.Now())
 	}
+	fmt.Fprintln(tw)
+	writePolicies(tw, p)
 	if err := tw.Flush(); err != nil {
 		return err
 	}
@@ -86,12 +92,136 @@ func writePool(w io.Writer, p *lbv1.Pool) error {
 		_, err := fmt.Fprintf(w, "No backends; add one with: lbctl add-backend --pool %s HOST:PORT\n", p.GetName())
 		return err
 	}
+	byAddr := make(map[string]*lbv1.BackendStatus, len(statuses))
+	for _, st := range statuses {
+		byAddr[st.GetAddress()] = st
+	}
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "BACKEND\tWEIGHT")
+	fmt.Fprintln(tw, "BACKEND\tWEIGHT\tSTATE\tHEALTHY\tIN-FLIGHT")
 	for _, b := range p.GetBackends() {
-		fmt.Fprintf(tw, "%s\t%d\n", b.GetAddress(), b.GetWeight())
+		state := "active"
+		if b.GetDraining() {
+			state = "draining"
+		}
+		healthy, inFlight := backendStatusText(byAddr[b.GetAddress()])
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", b.GetAddress(), b.GetWeight(), state, healthy, inFlight)
 	}
 	return tw.Flush()
+}
+
+// backendStatusText renders the HEALTHY and IN-FLIGHT columns of a backend:
+// "N/M data planes" and the requests in flight summed over the data planes,
+// or "-" for both when no data plane reports on it.
+func backendStatusText(st *lbv1.BackendStatus) (healthy, inFlight string) {
+	total := st.GetHealthyDataPlanes() + st.GetUnhealthyDataPlanes()
+	if total == 0 && len(st.GetDataPlanes()) == 0 {
+		return "-", "-"
+	}
+	var sum uint64
+	for _, dp := range st.GetDataPlanes() {
+		sum += uint64(dp.GetInFlight())
+	}
+	return fmt.Sprintf("%d/%d data planes", st.GetHealthyDataPlanes(), total), strconv.FormatUint(sum, 10)
+}
+
+// writePolicies writes the load balancing, health check, outlier detection,
+// retry and timeout lines of "pool get" to tw, with the defaults the
+// control plane applies to unset fields.
+func writePolicies(tw io.Writer, p *lbv1.Pool) {
+	fmt.Fprintf(tw, "Algorithm:\t%s\n", loadBalancingText(p.GetLoadBalancing()))
+	fmt.Fprintf(tw, "Health check:\t%s\n", healthCheckText(p.GetHealthCheck()))
+	fmt.Fprintf(tw, "Outlier detection:\t%s\n", outlierText(p.GetOutlierDetection()))
+	retries := uint32(defaultRetries)
+	if r := p.GetRetry(); r != nil && r.Retries != nil {
+		retries = r.GetRetries()
+	}
+	fmt.Fprintf(tw, "Retries:\t%d\n", retries)
+	fmt.Fprintf(tw, "Timeouts:\t%s\n", timeoutsText(p.GetTimeouts()))
+}
+
+// durOr returns d as a time.Duration, or def when d is unset or 0.
+func durOr(d *durationpb.Duration, def time.Duration) time.Duration {
+	if v := d.AsDuration(); d != nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+// orDefault returns v, or def when v is 0.
+func orDefault(v, def uint32) uint32 {
+	if v == 0 {
+		return def
+	}
+	return v
+}
+
+// loadBalancingText describes the selection policy: the algorithm, its hash
+// key with consistent-hash, and the slow start when set.
+func loadBalancingText(lb *lbv1.LoadBalancing) string {
+	s := algorithmName(lb.GetAlgorithm())
+	if lb.GetAlgorithm() == lbv1.Algorithm_ALGORITHM_CONSISTENT_HASH {
+		key := "none"
+		if lb.GetHashKey() != nil {
+			key = hashKeyText(lb.GetHashKey())
+		}
+		s += ", hash key " + key
+	}
+	if d := lb.GetSlowStart().AsDuration(); lb.GetSlowStart() != nil && d > 0 {
+		s += ", slow start " + durText(d)
+	}
+	return s
+}
+
+// healthCheckText describes the active health check, as in "http GET
+// /healthz every 5s, timeout 1s, healthy after 2, unhealthy after 3, status
+// 200-399", or "none".
+func healthCheckText(h *lbv1.HealthCheck) string {
+	switch h.GetType() {
+	case lbv1.HealthCheckType_HEALTH_CHECK_TYPE_HTTP, lbv1.HealthCheckType_HEALTH_CHECK_TYPE_TCP,
+		lbv1.HealthCheckType_HEALTH_CHECK_TYPE_GRPC:
+	default:
+		return "none"
+	}
+	s := checkKindText(h)
+	isHTTP := h.GetType() == lbv1.HealthCheckType_HEALTH_CHECK_TYPE_HTTP
+	if isHTTP && h.GetHost() != "" {
+		s += " (Host " + h.GetHost() + ")"
+	}
+	interval := durOr(h.GetInterval(), defaultCheckInterval)
+	// As the control plane: the default timeout is 1s, or half an
+	// interval shorter than 2s.
+	timeout := durOr(h.GetTimeout(), min(defaultCheckTimeout, interval/2))
+	s += fmt.Sprintf(" every %s, timeout %s, healthy after %d, unhealthy after %d",
+		durText(interval), durText(timeout),
+		orDefault(h.GetHealthyThreshold(), defaultHealthyThreshold),
+		orDefault(h.GetUnhealthyThreshold(), defaultUnhealthyThreshold))
+	if isHTTP {
+		lo := orDefault(h.GetExpectedStatusMin(), defaultStatusMin)
+		hi := orDefault(h.GetExpectedStatusMax(), max(defaultStatusMax, lo))
+		s += fmt.Sprintf(", status %d-%d", lo, hi)
+	}
+	return s
+}
+
+// outlierText describes passive health checking, as in "eject after 5
+// failures for 30s+, at most 50% of backends", or "off".
+func outlierText(o *lbv1.OutlierDetection) string {
+	if o.GetDisabled() {
+		return "off"
+	}
+	return fmt.Sprintf("eject after %d failures for %s+, at most %d%% of backends",
+		orDefault(o.GetConsecutiveFailures(), defaultOutlierFailures),
+		durText(durOr(o.GetBaseEjectionTime(), defaultOutlierEjectionTime)),
+		orDefault(o.GetMaxEjectionPercent(), defaultOutlierMaxEjected))
+}
+
+// timeoutsText describes the timeouts towards the backends, as in "connect
+// 5s, response 60s, idle 90s".
+func timeoutsText(t *lbv1.Timeouts) string {
+	return fmt.Sprintf("connect %s, response %s, idle %s",
+		durText(durOr(t.GetConnect(), defaultConnectTimeout)),
+		durText(durOr(t.GetResponseHeader(), defaultResponseTimeout)),
+		durText(durOr(t.GetIdle(), defaultIdleTimeout)))
 }
 
 // mutationLine writes the one-line summary of a change to pool.

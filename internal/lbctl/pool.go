@@ -18,9 +18,10 @@ func (a *app) newPoolCmd() *cobra.Command {
 		Long: `Manage pools. A pool is a named group of backends together with the hosts
 and path prefix whose requests are routed to it.
 
-Backends of an existing pool are managed with add-backend, remove-backend and
-set-weight.`,
+Backends of an existing pool are managed with add-backend, remove-backend,
+set-weight, drain-backend and undrain-backend.`,
 		Example: `  lbctl pool create web --host www.example.com --backend 10.0.0.5:8080
+  lbctl pool create api --algorithm least-request --health-check http:/healthz --health-interval 2s --retries 3 --backend 10.0.0.5:8080 --backend 10.0.0.6:8080
   lbctl pool create origin --upstream-tls --sni one.one.one.one --host-header one.one.one.one --backend 1.1.1.1:443 --backend 1.0.0.1:443
   lbctl pool list
   lbctl pool get web
@@ -45,12 +46,14 @@ func (a *app) newPoolCreateCmd() *cobra.Command {
 		pathPrefix string
 		backends   []string
 		upstream   upstreamFlags
+		policy     policyFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "create NAME",
 		Short: "Create a pool",
-		Long: `Create the pool NAME, optionally with hosts, a path prefix, backends and the
-way the data planes connect to the backends.
+		Long: `Create the pool NAME, optionally with hosts, a path prefix, backends, the
+way the data planes connect to the backends, and how requests are spread
+over them, checked, retried and timed out.
 
 NAME is 1 to 63 characters of a-z, 0-9, '-', '_' and '.', starting and ending
 with a letter or digit. Without --host the pool matches any host; without
@@ -58,8 +61,14 @@ with a letter or digit. Without --host the pool matches any host; without
 optional =WEIGHT (1 to 10000, default 1); IPv6 addresses are written in
 brackets.
 
-` + upstreamHelp,
+` + upstreamHelp + `
+
+` + policyHelp,
 		Example: `  lbctl pool create web
+  lbctl pool create api --algorithm least-request --health-check http:/healthz --health-interval 2s --retries 3 --backend 10.0.0.5:8080 --backend 10.0.0.6:8080
+  # Keep each user on one backend, check it over gRPC, and never retry:
+  lbctl pool create sessions --algorithm consistent-hash --hash-key header:X-User-Id \
+      --health-check grpc --retries 0 --backend 10.0.2.5:9000 --backend 10.0.2.6:9000
   lbctl pool create web --host www.example.com --host example.com --path-prefix /app/ \
       --backend 10.0.0.5:8080 --backend 10.0.0.6:8080=3 --backend '[fd00::7]:8080'
   # Proxy to a public HTTPS origin, verifying its certificate for one.one.one.one:
@@ -84,6 +93,11 @@ brackets.
 			if len(up.paths) > 0 {
 				pool.Upstream = up.upstream
 			}
+			pol, err := policy.build(cmd, false)
+			if err != nil {
+				return err
+			}
+			pol.apply(pool)
 			return a.withClient(cmd.Context(), func(ctx context.Context, c lbv1.AdminServiceClient) error {
 				resp, err := c.CreatePool(ctx, &lbv1.CreatePoolRequest{Pool: pool})
 				if err != nil {
@@ -100,6 +114,7 @@ brackets.
 	f.StringVar(&pathPrefix, "path-prefix", "", `path prefix the pool serves, starting with "/" (default "/")`)
 	f.StringArrayVar(&backends, "backend", nil, "backend HOST:PORT[=WEIGHT] (repeatable)")
 	upstream.register(cmd, false)
+	policy.register(cmd, false)
 	return cmd
 }
 
@@ -108,8 +123,8 @@ func (a *app) newPoolListCmd() *cobra.Command {
 		Use:   "list",
 		Short: "List pools",
 		Long: `List every pool, ordered by name, with its hosts ("*" for any host), path
-prefix, number of backends, upstream protocol and the configuration version in
-which it last changed.
+prefix, number of backends, load balancing algorithm, upstream protocol and
+the configuration version in which it last changed.
 
 UPSTREAM is the protocol to the backends (auto, http1, h2 or h2c), followed by
 "+tls" when they are reached over TLS.`,
@@ -136,7 +151,16 @@ func (a *app) newPoolGetCmd() *cobra.Command {
 		Long: `Show the pool NAME: its hosts, path prefix and the configuration version in
 which it last changed, how the data planes connect to its backends when that
 was configured (protocol, TLS, SNI, CA, certificate verification, client
-certificate and Host header), then its backends and their weights.
+certificate and Host header), its load balancing algorithm, health check,
+outlier detection, retries and timeouts (with the defaults for what is not
+set), then its backends.
+
+For each backend it shows its weight, its STATE (active, or draining: it gets
+no new requests), HEALTHY, how many of the connected data planes that report
+on it see it healthy and not ejected ("2/3 data planes"; "-" when none
+reports), and IN-FLIGHT, its requests in flight summed over the data planes.
+With -o json the response includes each data plane's view (node id, healthy,
+ejected, in flight).
 
 The client private key is never shown; the control plane does not return it.`,
 		Example: `  lbctl pool get web
@@ -149,7 +173,7 @@ The client private key is never shown; the control plane does not return it.`,
 				if err != nil {
 					return callErr(name, err)
 				}
-				return a.emit(resp, func(w io.Writer) error { return writePool(w, resp.GetPool()) })
+				return a.emit(resp, func(w io.Writer) error { return writePool(w, resp.GetPool(), resp.GetBackendStatus()) })
 			})
 		},
 	}
@@ -161,24 +185,40 @@ func (a *app) newPoolUpdateCmd() *cobra.Command {
 		clearHosts bool
 		pathPrefix string
 		upstream   upstreamFlags
+		policy     policyFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "update NAME",
-		Short: "Change the hosts, path prefix or upstream settings of a pool",
-		Long: `Change the hosts, the path prefix or the way the data planes connect to the
-backends of the pool NAME, in one atomic change.
+		Short: "Change the hosts, path prefix, upstream or policy settings of a pool",
+		Long: `Change the hosts, the path prefix, the way the data planes connect to the
+backends of the pool NAME, or how requests are spread over them, checked,
+retried and timed out, in one atomic change.
 
 Only the fields given are changed: --host replaces all the hosts with the ones
 given, --clear-hosts removes them all (the pool then matches any host), and
 --path-prefix replaces the path prefix (an empty value means "/"). Backends
-are changed with add-backend, remove-backend and set-weight.
+are changed with add-backend, remove-backend, set-weight, drain-backend and
+undrain-backend.
 
 Each upstream flag changes only its own setting and leaves the others as they
 are; --upstream-tls=false and --insecure-skip-verify=false turn those off,
 and --clear-sni, --clear-ca, --clear-client-cert (certificate and key) and
 --clear-host-header remove those settings.
 
-` + upstreamHelp,
+Likewise each load balancing, health check, outlier detection, retry and
+timeout flag changes only its own setting; a duration of 0 restores the
+default. --health-check changes the kind of check (and its path or gRPC
+service); switching to tcp or grpc also removes --health-host and
+--health-status, which only apply to HTTP checks. --no-health-check removes
+the health check with all its settings, and --no-outlier-detection=false turns
+outlier detection on again. --hash-key is only accepted by the control plane
+when the algorithm is, or is set to, consistent-hash; --algorithm with another
+algorithm removes the hash key, and --algorithm consistent-hash the slow
+start, which does not apply to it (unless given too).
+
+` + upstreamHelp + `
+
+` + policyHelp,
 		Example: `  lbctl pool update web --host www.example.com --host example.com
   lbctl pool update web --clear-hosts
   lbctl pool update web --path-prefix /api/
@@ -188,7 +228,12 @@ and --clear-sni, --clear-ca, --clear-client-cert (certificate and key) and
   lbctl pool update grpc --client-cert client.pem --client-key client-key.pem
   lbctl pool update grpc --clear-ca
   # Choose the protocol per request again:
-  lbctl pool update grpc --upstream-protocol auto`,
+  lbctl pool update grpc --upstream-protocol auto
+  # Check more often, with a stricter status range:
+  lbctl pool update api --health-interval 2s --health-timeout 500ms --health-status 200-299
+  lbctl pool update api --algorithm consistent-hash --hash-key cookie:session
+  lbctl pool update api --retries 0 --response-timeout 5m
+  lbctl pool update api --no-health-check --no-outlier-detection`,
 		Args: exactArgs("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
@@ -217,10 +262,15 @@ and --clear-sni, --clear-ca, --clear-client-cert (certificate and key) and
 				pool.Upstream = up.upstream
 				paths, what = append(paths, up.paths...), append(what, up.what...)
 			}
+			pol, err := policy.build(cmd, true)
+			if err != nil {
+				return err
+			}
+			pol.apply(pool)
+			paths, what = append(paths, pol.paths...), append(what, pol.what...)
 			if len(paths) == 0 {
-				return usagef(cmd, "nothing to update; give --host, --clear-hosts, --path-prefix, "+
-					"--upstream-protocol, --upstream-tls, --sni, --clear-sni, --ca-file, --clear-ca, --insecure-skip-verify, "+
-					"--client-cert with --client-key, --clear-client-cert, --host-header or --clear-host-header")
+				return usagef(cmd, "nothing to update; give a flag that changes the pool, such as --host, "+
+					"--path-prefix, --upstream-tls, --algorithm, --health-check, --retries or --connect-timeout")
 			}
 			req := &lbv1.UpdatePoolRequest{Pool: pool, UpdateMask: &fieldmaskpb.FieldMask{Paths: paths}}
 			return a.withClient(cmd.Context(), func(ctx context.Context, c lbv1.AdminServiceClient) error {
@@ -239,6 +289,7 @@ and --clear-sni, --clear-ca, --clear-client-cert (certificate and key) and
 	f.BoolVar(&clearHosts, "clear-hosts", false, "remove all hosts, so the pool matches any host")
 	f.StringVar(&pathPrefix, "path-prefix", "", `new path prefix, starting with "/" (empty means "/")`)
 	upstream.register(cmd, true)
+	policy.register(cmd, true)
 	return cmd
 }
 

@@ -94,16 +94,16 @@ func TestCommandsAgainstServer(t *testing.T) {
 			args:    []string{"pool", "list"},
 			resp:    &lbv1.ListPoolsResponse{Pools: []*lbv1.Pool{{Name: "api", Version: 2}, webPool}, Version: 9},
 			wantReq: &lbv1.ListPoolsRequest{},
-			stdout: "NAME  HOSTS                        PATH   BACKENDS  UPSTREAM  VERSION\n" +
-				"api   *                            /      0         auto      2\n" +
-				"web   www.example.com,example.com  /app/  2         auto      7\n",
+			stdout: "NAME  HOSTS                        PATH   BACKENDS  ALGORITHM    UPSTREAM  VERSION\n" +
+				"api   *                            /      0         round-robin  auto      2\n" +
+				"web   www.example.com,example.com  /app/  2         round-robin  auto      7\n",
 		},
 		{
 			name:    "pool list empty",
 			args:    []string{"pool", "ls"},
 			resp:    &lbv1.ListPoolsResponse{Version: 1},
 			wantReq: &lbv1.ListPoolsRequest{},
-			stdout:  "NAME  HOSTS  PATH  BACKENDS  UPSTREAM  VERSION\n",
+			stdout:  "NAME  HOSTS  PATH  BACKENDS  ALGORITHM  UPSTREAM  VERSION\n",
 		},
 		{
 			name:    "pool get",
@@ -115,9 +115,15 @@ func TestCommandsAgainstServer(t *testing.T) {
 				"Path prefix:  /app/\n" +
 				"Version:      7\n" +
 				"\n" +
-				"BACKEND        WEIGHT\n" +
-				"10.0.0.5:8080  1\n" +
-				"10.0.0.6:8080  3\n",
+				"Algorithm:          round-robin\n" +
+				"Health check:       none\n" +
+				"Outlier detection:  eject after 5 failures for 30s+, at most 50% of backends\n" +
+				"Retries:            2\n" +
+				"Timeouts:           connect 5s, response 60s, idle 90s\n" +
+				"\n" +
+				"BACKEND        WEIGHT  STATE   HEALTHY  IN-FLIGHT\n" +
+				"10.0.0.5:8080  1       active  -        -\n" +
+				"10.0.0.6:8080  3       active  -        -\n",
 		},
 		{
 			name:    "pool get without backends",
@@ -128,6 +134,12 @@ func TestCommandsAgainstServer(t *testing.T) {
 				"Hosts:        *\n" +
 				"Path prefix:  /\n" +
 				"Version:      2\n" +
+				"\n" +
+				"Algorithm:          round-robin\n" +
+				"Health check:       none\n" +
+				"Outlier detection:  eject after 5 failures for 30s+, at most 50% of backends\n" +
+				"Retries:            2\n" +
+				"Timeouts:           connect 5s, response 60s, idle 90s\n" +
 				"\n" +
 				"No backends; add one with: lbctl add-backend --pool api HOST:PORT\n",
 		},

@@ -481,9 +481,15 @@ func TestUpstreamOutput(t *testing.T) {
 				"Client cert:  none\n" +
 				"Host header:  one.one.one.one\n" +
 				"\n" +
-				"BACKEND      WEIGHT\n" +
-				"1.1.1.1:443  1\n" +
-				"1.0.0.1:443  1\n",
+				"Algorithm:          round-robin\n" +
+				"Health check:       none\n" +
+				"Outlier detection:  eject after 5 failures for 30s+, at most 50% of backends\n" +
+				"Retries:            2\n" +
+				"Timeouts:           connect 5s, response 60s, idle 90s\n" +
+				"\n" +
+				"BACKEND      WEIGHT  STATE   HEALTHY  IN-FLIGHT\n" +
+				"1.1.1.1:443  1       active  -        -\n" +
+				"1.0.0.1:443  1       active  -        -\n",
 		},
 		{
 			name: "get h2 with custom CA and client certificate",
@@ -501,6 +507,12 @@ func TestUpstreamOutput(t *testing.T) {
 				"Verify:       on\n" +
 				"Client cert:  CN=lb-client, expires 2099-01-02T03:04:05Z\n" +
 				"Host header:  client's Host (passed through)\n" +
+				"\n" +
+				"Algorithm:          round-robin\n" +
+				"Health check:       none\n" +
+				"Outlier detection:  eject after 5 failures for 30s+, at most 50% of backends\n" +
+				"Retries:            2\n" +
+				"Timeouts:           connect 5s, response 60s, idle 90s\n" +
 				"\n" +
 				"No backends; add one with: lbctl add-backend --pool grpc HOST:PORT\n",
 		},
@@ -523,6 +535,12 @@ func TestUpstreamOutput(t *testing.T) {
 				"Client cert:  none\n" +
 				"Host header:  legacy.internal\n" +
 				"\n" +
+				"Algorithm:          round-robin\n" +
+				"Health check:       none\n" +
+				"Outlier detection:  eject after 5 failures for 30s+, at most 50% of backends\n" +
+				"Retries:            2\n" +
+				"Timeouts:           connect 5s, response 60s, idle 90s\n" +
+				"\n" +
 				"No backends; add one with: lbctl add-backend --pool legacy HOST:PORT\n",
 		},
 		{
@@ -537,6 +555,12 @@ func TestUpstreamOutput(t *testing.T) {
 				"Upstream:     h2c (cleartext HTTP/2)\n" +
 				"TLS:          off\n" +
 				"Host header:  client's Host (passed through)\n" +
+				"\n" +
+				"Algorithm:          round-robin\n" +
+				"Health check:       none\n" +
+				"Outlier detection:  eject after 5 failures for 30s+, at most 50% of backends\n" +
+				"Retries:            2\n" +
+				"Timeouts:           connect 5s, response 60s, idle 90s\n" +
 				"\n" +
 				"No backends; add one with: lbctl add-backend --pool api HOST:PORT\n",
 		},
@@ -553,6 +577,12 @@ func TestUpstreamOutput(t *testing.T) {
 				"TLS:          off\n" +
 				"Host header:  client's Host (passed through)\n" +
 				"\n" +
+				"Algorithm:          round-robin\n" +
+				"Health check:       none\n" +
+				"Outlier detection:  eject after 5 failures for 30s+, at most 50% of backends\n" +
+				"Retries:            2\n" +
+				"Timeouts:           connect 5s, response 60s, idle 90s\n" +
+				"\n" +
 				"No backends; add one with: lbctl add-backend --pool api HOST:PORT\n",
 		},
 		{
@@ -566,13 +596,13 @@ func TestUpstreamOutput(t *testing.T) {
 				{Name: "e", Version: 5},
 				{Name: "f", Version: 6, Upstream: &lbv1.Upstream{Protocol: protoHTTP1, Tls: true}},
 			}},
-			stdout: "NAME  HOSTS  PATH  BACKENDS  UPSTREAM   VERSION\n" +
-				"a     *      /     0         http1      1\n" +
-				"b     *      /     0         h2+tls     2\n" +
-				"c     *      /     0         h2c        3\n" +
-				"d     *      /     0         auto+tls   4\n" +
-				"e     *      /     0         auto       5\n" +
-				"f     *      /     0         http1+tls  6\n",
+			stdout: "NAME  HOSTS  PATH  BACKENDS  ALGORITHM    UPSTREAM   VERSION\n" +
+				"a     *      /     0         round-robin  http1      1\n" +
+				"b     *      /     0         round-robin  h2+tls     2\n" +
+				"c     *      /     0         round-robin  h2c        3\n" +
+				"d     *      /     0         round-robin  auto+tls   4\n" +
+				"e     *      /     0         round-robin  auto       5\n" +
+				"f     *      /     0         round-robin  http1+tls  6\n",
 		},
 	}
 	for _, tt := range tests {

@@ -1,0 +1,214 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/lb-project/lb/dataplane/routing"
+	"github.com/lb-project/lb/dataplane/selector"
+	"github.com/lb-project/lb/internal/poolspec"
+)
+
+// errNoBackend says the pool had no backend to offer (none configured, or
+// all draining).
+var errNoBackend = errors.New("no backend")
+
+// maxReplayBody is the largest request body kept in memory so that an
+// idempotent request can be retried after its body was sent.
+const maxReplayBody = 64 << 10
+
+// panicLogInterval spaces out "panic mode" log lines per pool.
+const panicLogInterval = 10 * time.Second
+
+// roundTrip sends r to a backend of pool, retrying on another backend when
+// a connection could not be established or broke before any response and a
+// retry is safe. It returns the response with the chosen backend's index;
+// the caller must call pool.States[idx].End() when done with it. On error,
+// idx names the last backend tried (or is 0 with errNoBackend).
+func (h *Handler) roundTrip(r *http.Request, pool *routing.Pool, upgrade string) (*http.Response, int, error) {
+	outreq := prepareOutbound(r, pool, upgrade)
+	var rt http.RoundTripper = h.transport
+	if pool.Transport != nil {
+		rt = pool.Transport
+	}
+	key := hashKey(pool, r)
+	body, replay := replayableBody(r)
+	var tried uint64
+	attempts := int(pool.Retries) + 1
+	for attempt := 1; ; attempt++ {
+		now := time.Now()
+		idx, sel, panicking := pool.Pick(key, tried, now.UnixNano())
+		if idx < 0 {
+			return nil, 0, errNoBackend
+		}
+		if panicking && pool.ShouldLogPanic(now.UnixNano(), panicLogInterval) {
+			h.log.Warn("no healthy backend in pool; sending to unhealthy ones (panic mode)", "pool", pool.Name)
+		}
+		addr := pool.Backends[idx].Address
+		if h.log.IsDebug() {
+			h.log.Debug("upstream peer is", "peer", addr, "pool", pool.Name, "attempt", attempt)
+		}
+		outreq.URL.Host = addr
+		if replay != nil {
+			outreq.Body = io.NopCloser(bytes.NewReader(replay))
+		} else if body != nil {
+			outreq.Body = body
+		}
+		st := pool.States[idx]
+		st.Begin()
+		resp, err := rt.RoundTrip(outreq)
+		if err == nil {
+			if resp.StatusCode >= 500 {
+				h.recordFailure(pool, idx, "status "+resp.Status)
+			} else {
+				st.RecordSuccess()
+			}
+			return resp, idx, nil
+		}
+		st.End()
+		if r.Context().Err() != nil {
+			return nil, idx, err // the client left; not the backend's fault
+		}
+		h.recordFailure(pool, idx, err.Error())
+		safe := replay != nil || body == nil || !body.consumed.Load()
+		if attempt >= attempts || !safe || !retryable(err) {
+			return nil, idx, err
+		}
+		if sel < 64 {
+			tried |= 1 << sel
+		}
+		h.log.Debug("retrying on another backend", "pool", pool.Name, "failed_peer", addr, "attempt", attempt, "error", err)
+	}
+}
+
+// recordFailure counts a failed request against backend idx and logs an
+// ejection if it caused one.
+func (h *Handler) recordFailure(pool *routing.Pool, idx int, reason string) {
+	if d := pool.RecordFailure(idx, time.Now()); d > 0 {
+		h.log.Warn("backend ejected after consecutive failures", "pool", pool.Name,
+			"peer", pool.Backends[idx].Address, "for", d, "last_error", reason)
+	}
+}
+
+// trackedBody passes a request body through while noting whether anything
+// read it; its Close does nothing, so that a transport closing it after a
+// failed attempt does not stop a retry.
+type trackedBody struct {
+	body     io.Reader
+	consumed atomic.Bool
+}
+
+func (b *trackedBody) Read(p []byte) (int, error) {
+	b.consumed.Store(true)
+	return b.body.Read(p)
+}
+
+func (b *trackedBody) Close() error { return nil }
+
+// replayableBody prepares r's body for retries: a small body of an
+// idempotent request is read into memory (replay); any other body is
+// tracked, so a retry happens only if it was never read. Both are nil for a
+// request without a body.
+func replayableBody(r *http.Request) (*trackedBody, []byte) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return nil, nil
+	}
+	if idempotent(r.Method) && r.ContentLength > 0 && r.ContentLength <= maxReplayBody {
+		buf := make([]byte, r.ContentLength)
+		if _, err := io.ReadFull(r.Body, buf); err == nil {
+			return nil, buf
+		}
+		// A short body: let the transport see the same failure.
+	}
+	return &trackedBody{body: r.Body}, nil
+}
+
+func idempotent(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	return false
+}
+
+// retryable reports whether err means the request never got to a backend or
+// the connection broke before any response: a failed dial (refused,
+// unreachable, connect timeout), a failed TLS handshake, or a reset or EOF
+// before the response. A response-header timeout is not retried: the
+// backend may be working on it.
+func retryable(err error) bool {
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Op == "dial" {
+		return true
+	}
+	var rh tls.RecordHeaderError
+	var alert tls.AlertError
+	var verr *tls.CertificateVerificationError
+	var ua x509.UnknownAuthorityError
+	var he x509.HostnameError
+	if errors.As(err, &rh) || errors.As(err, &alert) || errors.As(err, &verr) || errors.As(err, &ua) || errors.As(err, &he) {
+		return true
+	}
+	if errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "timeout awaiting response headers") {
+		return false
+	}
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.ECONNREFUSED)
+}
+
+// hashKey returns the consistent-hash key of r for pool, or 0 for other
+// policies. A request without the key's attribute gets a random key, so
+// such requests spread over the pool.
+func hashKey(pool *routing.Pool, r *http.Request) uint64 {
+	if pool.LoadBalancing.Algorithm != poolspec.AlgorithmConsistentHash {
+		return 0
+	}
+	k := pool.LoadBalancing.HashKey
+	var v string
+	switch k.Source {
+	case poolspec.HashHeader:
+		if vs := r.Header[k.Name]; len(vs) > 0 {
+			v = vs[0]
+		}
+	case poolspec.HashCookie:
+		v = cookieValue(r.Header["Cookie"], k.Name)
+	case poolspec.HashClientIP:
+		v = r.RemoteAddr
+		if i := strings.LastIndexByte(v, ':'); i >= 0 {
+			v = v[:i]
+		}
+	case poolspec.HashPath:
+		v = r.URL.Path
+	}
+	if v == "" {
+		return rand.Uint64()
+	}
+	return selector.HashString(v)
+}
+
+// cookieValue finds a cookie's value in Cookie header lines without
+// allocating.
+func cookieValue(lines []string, name string) string {
+	for _, line := range lines {
+		for line != "" {
+			var part string
+			part, line, _ = strings.Cut(line, ";")
+			part = strings.TrimSpace(part)
+			if n, v, ok := strings.Cut(part, "="); ok && n == name {
+				return strings.Trim(v, `"`)
+			}
+		}
+	}
+	return ""
+}
