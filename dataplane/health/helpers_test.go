@@ -131,6 +131,23 @@ func statusOf(c *health.Checker, addr string) (health.TargetStatus, bool) {
 	return health.TargetStatus{}, false
 }
 
+// waitStatus polls addr's Status entry until pred holds, and returns it.
+func waitStatus(t *testing.T, c *health.Checker, addr, what string, pred func(health.TargetStatus) bool) health.TargetStatus {
+	t.Helper()
+	var s health.TargetStatus
+	deadline := time.Now().Add(waitLimit)
+	for {
+		var ok bool
+		if s, ok = statusOf(c, addr); ok && pred(s) {
+			return s
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s; last status %+v", waitLimit, what, s)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // httpBackend is a test backend whose health endpoint the test steers.
 type httpBackend struct {
 	addr string
