@@ -54,7 +54,12 @@ func tableSize(n int) uint64 {
 // on a random seed, so every data plane builds the same one.
 //
 // A key whose backend is unusable or tried goes to the backend of the next
-// table entry that is usable and untried; the other keys stay put.
+// table entry that is usable and untried; the other keys stay put. There is
+// no slow start: ramping a backend's share up would move keys back and forth.
+//
+// The table takes 4 bytes per entry (256 KiB for up to 655 backends, 25 MiB
+// from 6,554) and building it takes about M·ln M steps for M entries
+// (milliseconds up to 655 backends, around half a second for 10,000).
 type Maglev struct {
 	states []*backend.State
 	// table maps entries to backend indexes; its length is a prime.
@@ -102,12 +107,12 @@ func NewConsistentHash(states []*backend.State, weights []uint32) *Maglev {
 	if len(weights) > 1 && !allEqual(weights) {
 		turns = weightedSequence(weights)
 	}
-	rounds := n
+	perRound := n
 	if turns != nil {
-		rounds = len(turns)
+		perRound = len(turns)
 	}
 	for filled := uint64(0); ; {
-		for t := range rounds {
+		for t := range perRound {
 			i := t
 			if turns != nil {
 				i = int(turns[t])

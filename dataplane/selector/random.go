@@ -139,14 +139,14 @@ func (p *weightedPool) sample(exclude int) int {
 	if exclude >= 0 && r >= from {
 		r += w
 	}
-	// The first i with cum[i] > r, by a binary search the compiler can do
-	// without branches on the data.
-	base, size := 0, len(p.cum)
+	// The first i with cum[i] > r, by a binary search without branches on
+	// the data (which would be mispredicted half the time).
+	cum := p.cum
+	base, size := 0, len(cum)
 	for size > 1 {
 		half := size >> 1
-		if p.cum[base+half-1] <= r {
-			base += half
-		}
+		_, borrow := bits.Sub64(r, cum[base+half-1], 0) // 0 iff cum[…] <= r
+		base += half & (int(borrow) - 1)
 		size -= half
 	}
 	return base

@@ -225,3 +225,29 @@ func TestLeastRequestSlowStart(t *testing.T) {
 		}
 	}
 }
+
+// TestLeastRequestPairs checks the distribution of the second draw, which
+// excludes the first: with weights 1:1:2 and one idle backend (the others
+// loaded), the idle one is picked exactly when it is one of the two drawn,
+// P(a) + Σ P(b)·P(a)/(1-P(b)).
+func TestLeastRequestPairs(t *testing.T) {
+	weights := []uint32{1, 1, 2}
+	for _, tt := range []struct {
+		idle int
+		want float64
+	}{
+		{0, 0.25 + 0.25*0.25/0.75 + 0.5*0.25/0.5},
+		{2, 0.5 + 2*0.25*0.5/0.75},
+	} {
+		states := newStates(3)
+		for i, st := range states {
+			if i != tt.idle {
+				st.Begin()
+			}
+		}
+		got := shares(t, selector.NewLeastRequest(states, weights, 0), 3, 100000, 0)
+		if g := got[tt.idle]; g < tt.want-0.02 || g > tt.want+0.02 {
+			t.Errorf("idle backend %d: share %.4f, want %.4f ± 0.02", tt.idle, g, tt.want)
+		}
+	}
+}
