@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -21,7 +22,9 @@ import (
 	lbv1 "github.com/lb-project/lb/api/lb/v1"
 	"github.com/lb-project/lb/controlplane/admin"
 	"github.com/lb-project/lb/controlplane/discovery"
+	"github.com/lb-project/lb/controlplane/store"
 	"github.com/lb-project/lb/controlplane/store/boltstore"
+	"github.com/lb-project/lb/controlplane/store/etcdstore"
 )
 
 // Config configures a control plane. The zero value of each field means its
@@ -31,6 +34,12 @@ type Config struct {
 	Listen string
 	// DataDir holds the embedded store. Default "./data/controlplane".
 	DataDir string
+	// Store is "bbolt" (default: the embedded store in DataDir) or "etcd".
+	Store string
+	// EtcdEndpoints are the etcd cluster's client URLs, for Store "etcd".
+	EtcdEndpoints []string
+	// EtcdPrefix is the key prefix in etcd. Default "/lb/".
+	EtcdPrefix string
 	// ShutdownTimeout bounds the graceful stop of open streams and calls
 	// before they are cut. Default 5s.
 	ShutdownTimeout time.Duration
@@ -44,6 +53,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.DataDir == "" {
 		c.DataDir = "./data/controlplane"
+	}
+	if c.Store == "" {
+		c.Store = "bbolt"
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 5 * time.Second
@@ -61,7 +73,7 @@ func Run(ctx context.Context, cfg Config) error {
 	cfg = cfg.withDefaults()
 	log := cfg.Logger
 
-	st, err := boltstore.Open(cfg.DataDir)
+	st, where, err := openStore(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("controlplane: %w", err)
 	}
@@ -95,7 +107,7 @@ func Run(ctx context.Context, cfg Config) error {
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	hs.SetServingStatus(lbv1.AdminService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	hs.SetServingStatus(lbv1.DiscoveryService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
-	log.Info("control plane serving", "listen", lis.Addr().String(), "data_dir", cfg.DataDir, "store", "bbolt")
+	log.Info("control plane serving", "listen", lis.Addr().String(), "store", cfg.Store, "at", where)
 
 	var runErr error
 	select {
@@ -115,6 +127,22 @@ func Run(ctx context.Context, cfg Config) error {
 		runErr = fmt.Errorf("controlplane: %w", err)
 	}
 	return runErr
+}
+
+// openStore opens the configured store and says where it is.
+func openStore(ctx context.Context, cfg Config) (store.Store, string, error) {
+	switch cfg.Store {
+	case "bbolt":
+		st, err := boltstore.Open(cfg.DataDir)
+		return st, cfg.DataDir, err
+	case "etcd":
+		if len(cfg.EtcdEndpoints) == 0 {
+			return nil, "", errors.New("--store etcd needs --etcd-endpoints")
+		}
+		st, err := etcdstore.Open(ctx, etcdstore.Config{Endpoints: cfg.EtcdEndpoints, Prefix: cfg.EtcdPrefix})
+		return st, strings.Join(cfg.EtcdEndpoints, ","), err
+	}
+	return nil, "", fmt.Errorf("unknown store %q: want bbolt or etcd", cfg.Store)
 }
 
 // stopGracefully lets running calls finish for up to timeout, then cuts them.

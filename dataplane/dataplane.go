@@ -32,8 +32,12 @@ import (
 // Config configures a data plane. The zero value of each field means its
 // documented default.
 type Config struct {
-	// ControlPlane is the control plane's gRPC address. Default "127.0.0.1:7400".
+	// ControlPlane is the control plane's gRPC address, or several,
+	// comma-separated, to fail over between. Default "127.0.0.1:7400".
 	ControlPlane string
+	// CacheDir keeps the last applied configuration, served at start-up when
+	// no control plane can be reached. Empty: no cache.
+	CacheDir string
 	// NodeID names this data plane. Default: the host name.
 	NodeID string
 	// Listen is the proxy's HTTP listen address. Default "127.0.0.1:6188".
@@ -115,7 +119,7 @@ func Run(ctx context.Context, cfg Config, reload <-chan struct{}) error {
 	defer checker.Close()
 	cc, err := configclient.New(configclient.Config{
 		Address: cfg.ControlPlane, NodeID: cfg.NodeID, Table: &table, Transports: transports,
-		Logger:  log.Named("configclient"),
+		Logger: log.Named("configclient"), CacheDir: cfg.CacheDir,
 		OnTable: func(t *routing.Table) { checker.Sync(healthTargets(t)) },
 	})
 	if err != nil {

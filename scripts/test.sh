@@ -10,10 +10,11 @@ step() { printf '\n==> %s\n' "$*"; }
 step "toolchain"
 go version
 # The race detector needs cgo, hence a C compiler; curl drives end-to-end
-# tests and the quickstart.
+# tests and the quickstart; the etcd store's tests start a real etcd.
 missing=()
 command -v gcc >/dev/null || missing+=(gcc)
 command -v curl >/dev/null || missing+=(curl)
+command -v etcd >/dev/null || missing+=(etcd-server)
 if ((${#missing[@]})); then
 	step "installing ${missing[*]}"
 	export DEBIAN_FRONTEND=noninteractive

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/lb-project/lb/controlplane"
@@ -18,6 +19,9 @@ func main() {
 	fs := flag.NewFlagSet("lb-controlplane", flag.ContinueOnError)
 	listen := fs.String("listen", "127.0.0.1:7400", "gRPC `address` for the admin and discovery APIs")
 	dataDir := fs.String("data-dir", "./data/controlplane", "`directory` of the embedded bbolt store")
+	storeKind := fs.String("store", "bbolt", "where pools are kept: `bbolt` (embedded, in --data-dir) or etcd (shared by replicas)")
+	etcdEndpoints := fs.String("etcd-endpoints", "", "etcd client `URLs`, comma-separated, for --store etcd")
+	etcdPrefix := fs.String("etcd-prefix", "/lb/", "key `prefix` in etcd")
 	logLevel := fs.String("log-level", "info", "log `level`: "+logging.Levels)
 	logFormat := fs.String("log-format", "text", "log `format`: "+logging.Formats)
 	fs.Usage = func() {
@@ -37,7 +41,14 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	err = controlplane.Run(ctx, controlplane.Config{Listen: *listen, DataDir: *dataDir, Logger: log})
+	var endpoints []string
+	for _, e := range strings.Split(*etcdEndpoints, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			endpoints = append(endpoints, e)
+		}
+	}
+	err = controlplane.Run(ctx, controlplane.Config{Listen: *listen, DataDir: *dataDir, Store: *storeKind,
+		EtcdEndpoints: endpoints, EtcdPrefix: *etcdPrefix, Logger: log})
 	if err != nil {
 		log.Error("exiting", "error", err)
 		os.Exit(1)

@@ -26,7 +26,8 @@ func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 
 func main() {
 	fs := flag.NewFlagSet("lb-dataplane", flag.ContinueOnError)
-	cp := fs.String("controlplane", "127.0.0.1:7400", "control plane gRPC `address`")
+	cp := fs.String("controlplane", "127.0.0.1:7400", "control plane gRPC `address`; several, comma-separated, to fail over between")
+	cacheDir := fs.String("cache-dir", "", "`directory` keeping the last applied configuration, served at start-up when no control plane answers")
 	nodeID := fs.String("node-id", "", "`id` of this data plane in the fleet (default: the host name)")
 	listen := fs.String("listen", "127.0.0.1:6188", "proxy listen `address`: HTTP/1.1 and h2c (HTTP/2 with prior knowledge)")
 	tlsListen := fs.String("tls-listen", "", "TLS proxy listen `address`: HTTP/1.1 and HTTP/2 by ALPN (needs --tls-cert/--tls-key or --tls-dir)")
@@ -77,7 +78,7 @@ func main() {
 		}
 	}()
 	err = dataplane.Run(ctx, dataplane.Config{
-		ControlPlane: *cp, NodeID: *nodeID, Listen: *listen, AdminListen: *adminListen,
+		ControlPlane: *cp, CacheDir: *cacheDir, NodeID: *nodeID, Listen: *listen, AdminListen: *adminListen,
 		TLSListen: *tlsListen, TLSCerts: pairs, TLSDir: *tlsDir, CertReloadInterval: *reloadEvery,
 		WebSocketIdleTimeout: *wsIdle, DrainTimeout: *drain, Logger: log,
 	}, reload)

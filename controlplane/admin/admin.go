@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -21,8 +22,10 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	lbv1 "github.com/lb-project/lb/api/lb/v1"
+	"github.com/lb-project/lb/controlplane/discovery"
 	"github.com/lb-project/lb/controlplane/store"
 	"github.com/lb-project/lb/internal/apiconv"
 	"github.com/lb-project/lb/internal/poolspec"
@@ -37,11 +40,16 @@ type Server struct {
 	log   hclog.Logger
 }
 
-// Fleet reports what connected data planes see of a pool's backends.
+// Fleet is what the admin API needs of the discovery server: the connected
+// data planes and what they acknowledged and see.
 type Fleet interface {
 	// BackendStatus maps backend addresses of the pool to the data planes'
 	// views of them.
 	BackendStatus(pool string) map[string][]*lbv1.DataPlaneBackendStatus
+	// Nodes lists the connected data planes.
+	Nodes() []discovery.NodeStatus
+	// WaitAcked waits until every connected data plane acknowledged version.
+	WaitAcked(ctx context.Context, version uint64) (all, lagging []discovery.NodeStatus, err error)
 }
 
 // New returns an admin server over st, logging to log. fleet may be nil
@@ -166,6 +174,9 @@ func (s *Server) UpdatePool(ctx context.Context, req *lbv1.UpdatePoolRequest) (*
 		if !ok {
 			return poolNotFound(name)
 		}
+		if err := checkExpected(cur, req.GetExpectedVersion()); err != nil {
+			return err
+		}
 		merged := apiconv.PoolToProto(cur)
 		for _, path := range paths {
 			if err := apiconv.ApplyMask(merged, req.GetPool(), path); err != nil {
@@ -197,8 +208,12 @@ func (s *Server) DeletePool(ctx context.Context, req *lbv1.DeletePoolRequest) (*
 		return nil, s.refuse(ctx, err)
 	}
 	v, err := s.store.Update(ctx, func(tx store.Tx) error {
-		if _, ok := tx.Pool(req.GetName()); !ok {
+		cur, ok := tx.Pool(req.GetName())
+		if !ok {
 			return poolNotFound(req.GetName())
+		}
+		if err := checkExpected(cur, req.GetExpectedVersion()); err != nil {
+			return err
 		}
 		tx.Delete(req.GetName())
 		return nil
@@ -223,7 +238,7 @@ func (s *Server) AddBackend(ctx context.Context, req *lbv1.AddBackendRequest) (*
 	if err != nil {
 		return nil, s.refuse(ctx, err)
 	}
-	p, v, err := s.mutatePool(ctx, req.GetPool(), func(p *poolspec.Pool) error {
+	p, v, err := s.mutatePool(ctx, req.GetPool(), req.GetExpectedVersion(), func(p *poolspec.Pool) error {
 		if indexOf(*p, addr) >= 0 {
 			return alreadyExists("backend", addr, fmt.Sprintf("backend %s is already in pool %q", addr, p.Name))
 		}
@@ -246,7 +261,7 @@ func (s *Server) RemoveBackend(ctx context.Context, req *lbv1.RemoveBackendReque
 	if err != nil {
 		return nil, s.refuse(ctx, err)
 	}
-	p, v, err := s.mutatePool(ctx, req.GetPool(), func(p *poolspec.Pool) error {
+	p, v, err := s.mutatePool(ctx, req.GetPool(), req.GetExpectedVersion(), func(p *poolspec.Pool) error {
 		i := indexOf(*p, addr)
 		if i < 0 {
 			return backendNotFound(p.Name, addr)
@@ -273,7 +288,7 @@ func (s *Server) UpdateBackend(ctx context.Context, req *lbv1.UpdateBackendReque
 	if err != nil {
 		return nil, s.refuse(ctx, err)
 	}
-	p, v, err := s.mutatePool(ctx, req.GetPool(), func(p *poolspec.Pool) error {
+	p, v, err := s.mutatePool(ctx, req.GetPool(), req.GetExpectedVersion(), func(p *poolspec.Pool) error {
 		i := indexOf(*p, addr)
 		if i < 0 {
 			return backendNotFound(p.Name, addr)
@@ -318,12 +333,15 @@ func (s *Server) validateBackendRef(pool, address string) (string, error) {
 
 // mutatePool applies change to the named pool in one transaction and returns
 // the pool as stored and the new version.
-func (s *Server) mutatePool(ctx context.Context, name string, change func(p *poolspec.Pool) error) (poolspec.Pool, uint64, error) {
+func (s *Server) mutatePool(ctx context.Context, name string, expected uint64, change func(p *poolspec.Pool) error) (poolspec.Pool, uint64, error) {
 	var stored poolspec.Pool
 	v, err := s.store.Update(ctx, func(tx store.Tx) error {
 		p, ok := tx.Pool(name)
 		if !ok {
 			return poolNotFound(name)
+		}
+		if err := checkExpected(p, expected); err != nil {
+			return err
 		}
 		p = p.Clone()
 		if err := change(&p); err != nil {
@@ -335,6 +353,79 @@ func (s *Server) mutatePool(ctx context.Context, name string, change func(p *poo
 	})
 	stored.Version = v
 	return stored, v, err
+}
+
+// checkExpected refuses a change to a pool that changed since the version
+// the caller read (optimistic concurrency); expected 0 means no check.
+func checkExpected(p poolspec.Pool, expected uint64) error {
+	if expected == 0 || p.Version == expected {
+		return nil
+	}
+	st, _ := status.New(codes.FailedPrecondition, fmt.Sprintf(
+		"pool %q changed since version %d (it is now at version %d); read it again and retry", p.Name, expected, p.Version)).
+		WithDetails(&errdetails.PreconditionFailure{Violations: []*errdetails.PreconditionFailure_Violation{{
+			Type: "VERSION", Subject: "pool/" + p.Name,
+			Description: fmt.Sprintf("expected version %d, found %d", expected, p.Version),
+		}}})
+	return st.Err()
+}
+
+// ListDataPlanes implements lbv1.AdminServiceServer.
+func (s *Server) ListDataPlanes(ctx context.Context, _ *lbv1.ListDataPlanesRequest) (*lbv1.ListDataPlanesResponse, error) {
+	if s.fleet == nil {
+		return &lbv1.ListDataPlanesResponse{}, nil
+	}
+	st, err := s.store.Read(ctx)
+	if err != nil {
+		return nil, s.fail(ctx, "ListDataPlanes", "", err)
+	}
+	return &lbv1.ListDataPlanesResponse{DataPlanes: dataPlanes(s.fleet.Nodes()), Version: st.Version}, nil
+}
+
+// defaultWaitTimeout bounds WaitForVersion when the request gives none.
+const defaultWaitTimeout = 30 * time.Second
+
+// WaitForVersion implements lbv1.AdminServiceServer.
+func (s *Server) WaitForVersion(ctx context.Context, req *lbv1.WaitForVersionRequest) (*lbv1.WaitForVersionResponse, error) {
+	timeout := defaultWaitTimeout
+	if d := req.GetTimeout(); d != nil {
+		if err := d.CheckValid(); err != nil || d.AsDuration() <= 0 {
+			return nil, s.refuse(ctx, &poolspec.FieldError{Field: "timeout", Value: d.String(), Reason: "must be a positive duration"})
+		}
+		timeout = d.AsDuration()
+	}
+	if s.fleet == nil {
+		return &lbv1.WaitForVersionResponse{}, nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	all, lag, err := s.fleet.WaitAcked(wctx, req.GetVersion())
+	switch {
+	case err == nil:
+		return &lbv1.WaitForVersionResponse{DataPlanes: dataPlanes(all)}, nil
+	case errors.Is(err, discovery.ErrRefused):
+		return nil, status.Error(codes.FailedPrecondition, err.Error())
+	case ctx.Err() != nil:
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
+	names := make([]string, len(lag))
+	for i, n := range lag {
+		names[i] = fmt.Sprintf("%s (at version %d)", n.NodeID, n.AckedVersion)
+	}
+	return nil, status.Errorf(codes.DeadlineExceeded, "after %v, %d of %d data planes have not acknowledged version %d: %s",
+		timeout, len(lag), len(all), req.GetVersion(), strings.Join(names, ", "))
+}
+
+func dataPlanes(nodes []discovery.NodeStatus) []*lbv1.DataPlane {
+	out := make([]*lbv1.DataPlane, len(nodes))
+	for i, n := range nodes {
+		out[i] = &lbv1.DataPlane{
+			NodeId: n.NodeID, Peer: n.Peer, ConnectedAt: timestamppb.New(n.ConnectedAt),
+			SentVersion: n.SentVersion, AckedVersion: n.AckedVersion,
+			NackedVersion: n.NackedVersion, NackReason: n.NackReason,
+		}
+	}
+	return out
 }
 
 func indexOf(p poolspec.Pool, addr string) int {

@@ -32,7 +32,6 @@ import (
 
 	lbv1 "github.com/lb-project/lb/api/lb/v1"
 	"github.com/lb-project/lb/controlplane/store"
-	"github.com/lb-project/lb/internal/apiconv"
 )
 
 // Source is what the discovery server needs of the store.
@@ -47,8 +46,15 @@ type Server struct {
 
 	log hclog.Logger
 
-	// latest is the newest full configuration, shared read-only by all streams.
-	latest atomic.Pointer[lbv1.StreamConfigResponse]
+	// latest is the newest configuration, shared by all streams.
+	latest atomic.Pointer[snapshot]
+	// publishMu serialises Publish, which builds on the previous snapshot.
+	publishMu sync.Mutex
+
+	// ackedMu guards acked, which is closed and replaced whenever a data
+	// plane acknowledges, refuses or leaves, to wake WaitForVersion callers.
+	ackedMu sync.Mutex
+	acked   chan struct{}
 
 	// shutdown is closed by Shutdown; every stream ends when it is.
 	shutdown     chan struct{}
@@ -61,7 +67,7 @@ type Server struct {
 
 // New returns a discovery server with no configuration yet; Run feeds it.
 func New(log hclog.Logger) *Server {
-	return &Server{log: log, streams: make(map[*stream]struct{}), shutdown: make(chan struct{})}
+	return &Server{log: log, streams: make(map[*stream]struct{}), shutdown: make(chan struct{}), acked: make(chan struct{})}
 }
 
 // Shutdown ends every open stream with UNAVAILABLE, so data planes reconnect
@@ -101,30 +107,79 @@ func (s *Server) Run(ctx context.Context, src Source) error {
 // Publish makes st the configuration every stream converges to. A state not
 // newer than the one already published is ignored.
 func (s *Server) Publish(st store.State) {
-	if cur := s.latest.Load(); cur != nil && cur.GetVersion() >= st.Version {
+	s.publishMu.Lock()
+	prev := s.latest.Load()
+	if prev != nil && prev.version >= st.Version {
+		s.publishMu.Unlock()
 		return
 	}
-	resp := &lbv1.StreamConfigResponse{Version: st.Version, Full: true, Pools: make([]*lbv1.Pool, len(st.Pools))}
-	for i, p := range st.Pools {
-		resp.Pools[i] = apiconv.PoolToProto(p)
-	}
-	// Compare-and-swap, so that of concurrent publishers the newest wins.
-	for {
-		cur := s.latest.Load()
-		if cur != nil && cur.GetVersion() >= st.Version {
-			return
-		}
-		if s.latest.CompareAndSwap(cur, resp) {
-			break
-		}
-	}
+	snap := newSnapshot(prev, st)
+	s.latest.Store(snap)
+	s.publishMu.Unlock()
+
 	s.mu.Lock()
 	for st := range s.streams {
 		st.wake()
 	}
 	n := len(s.streams)
 	s.mu.Unlock()
-	s.log.Debug("configuration published", "version", resp.GetVersion(), "pools", len(resp.GetPools()), "streams", n)
+	s.log.Debug("configuration published", "version", snap.version, "pools", len(snap.pools), "streams", n)
+}
+
+// Version returns the newest published version.
+func (s *Server) Version() uint64 {
+	if snap := s.latest.Load(); snap != nil {
+		return snap.version
+	}
+	return 0
+}
+
+// notifyAcks wakes WaitForVersion callers.
+func (s *Server) notifyAcks() {
+	s.ackedMu.Lock()
+	close(s.acked)
+	s.acked = make(chan struct{})
+	s.ackedMu.Unlock()
+}
+
+// ackChange returns a channel closed at the next acknowledgement, refusal
+// or disconnection.
+func (s *Server) ackChange() <-chan struct{} {
+	s.ackedMu.Lock()
+	defer s.ackedMu.Unlock()
+	return s.acked
+}
+
+// ErrRefused is returned by WaitAcked when a data plane refused the version.
+var ErrRefused = errors.New("refused by a data plane")
+
+// WaitAcked waits until every connected data plane has acknowledged version
+// (or a later one) and returns their status. It returns early with an error
+// wrapping ErrRefused when one refused it, and with ctx's error and the
+// laggards when ctx ends first.
+func (s *Server) WaitAcked(ctx context.Context, version uint64) ([]NodeStatus, []NodeStatus, error) {
+	for {
+		change := s.ackChange()
+		nodes := s.Nodes()
+		var lag []NodeStatus
+		for _, n := range nodes {
+			if n.AckedVersion >= version {
+				continue
+			}
+			if n.NackedVersion >= version {
+				return nodes, []NodeStatus{n}, fmt.Errorf("data plane %s refused version %d: %s: %w", n.NodeID, n.NackedVersion, n.NackReason, ErrRefused)
+			}
+			lag = append(lag, n)
+		}
+		if len(lag) == 0 {
+			return nodes, nil, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nodes, lag, ctx.Err()
+		case <-change:
+		}
+	}
 }
 
 // NodeStatus is what the control plane knows of one connected data plane.
@@ -245,6 +300,7 @@ func (s *Server) StreamConfig(srv lbv1.DiscoveryService_StreamConfigServer) erro
 		s.mu.Lock()
 		delete(s.streams, st)
 		s.mu.Unlock()
+		s.notifyAcks()
 		log.Info("data plane disconnected")
 	}()
 	log.Info("data plane connected", "held_version", hello.GetVersion())
@@ -256,8 +312,11 @@ func (s *Server) StreamConfig(srv lbv1.DiscoveryService_StreamConfigServer) erro
 		recvErr <- s.receive(srv, st, log)
 	}()
 
-	st.wake()     // send whatever is published now
-	sent := false // nothing sent yet: the first version goes out even if it is 0
+	st.wake() // send whatever is published now
+	// held is what the data plane has: what it said in its hello, then what
+	// it was sent. The first update takes it from held to the latest: only
+	// what it lacks when this control plane knows its version, else all.
+	held, sent := hello.GetVersion(), false
 	for {
 		select {
 		case <-ctx.Done():
@@ -270,16 +329,18 @@ func (s *Server) StreamConfig(srv lbv1.DiscoveryService_StreamConfigServer) erro
 			}
 			return err
 		case <-st.wakeCh:
-			resp := s.latest.Load()
-			if resp == nil || sent && resp.GetVersion() <= st.snapshot().SentVersion {
+			snap := s.latest.Load()
+			if snap == nil || sent && snap.version <= held {
 				continue
 			}
+			resp := snap.from(held)
 			if err := srv.Send(resp); err != nil {
 				return err
 			}
-			sent = true
-			st.update(func(n *NodeStatus) { n.SentVersion = resp.GetVersion() })
-			log.Debug("configuration sent", "version", resp.GetVersion())
+			held, sent = snap.version, true
+			st.update(func(n *NodeStatus) { n.SentVersion = snap.version })
+			log.Debug("configuration sent", "version", snap.version, "full", resp.GetFull(),
+				"pools", len(resp.GetPools()), "removed", len(resp.GetRemovedPools()))
 		}
 	}
 }
@@ -299,12 +360,14 @@ func (s *Server) receive(srv lbv1.DiscoveryService_StreamConfigServer, st *strea
 					n.AckedVersion = v
 				}
 			})
+			s.notifyAcks()
 			log.Debug("configuration acknowledged", "version", v)
 		case *lbv1.StreamConfigRequest_Nack:
 			st.update(func(n *NodeStatus) {
 				n.NackedVersion = k.Nack.GetVersion()
 				n.NackReason = k.Nack.GetReason()
 			})
+			s.notifyAcks()
 			log.Warn("configuration refused by data plane", "version", k.Nack.GetVersion(), "reason", k.Nack.GetReason())
 		case *lbv1.StreamConfigRequest_HealthReport:
 			st.update(func(n *NodeStatus) { n.Health = k.HealthReport })

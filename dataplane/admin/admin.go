@@ -35,6 +35,8 @@ type ConfigView struct {
 	AppliedAt *time.Time `json:"applied_at,omitempty"`
 	// LastError is the most recent stream or apply error.
 	LastError string `json:"last_error,omitempty"`
+	// FromCache is true while serving the cached configuration.
+	FromCache bool `json:"from_cache,omitempty"`
 	// Pools of the applied configuration.
 	Pools []routing.PoolConfig `json:"pools"`
 }
@@ -89,13 +91,17 @@ func Handler(nodeID, controlPlane string, src StatusSource, tables TableSource) 
 			fmt.Fprintln(w, "not ready: no configuration applied yet")
 			return
 		}
+		if st.FromCache && !st.Connected {
+			fmt.Fprintf(w, "ready: serving cached configuration version %d; control plane not reached\n", st.Config.Version)
+			return
+		}
 		fmt.Fprintf(w, "ready: serving configuration version %d\n", st.Config.Version)
 	})
 	mux.HandleFunc("GET /config", func(w http.ResponseWriter, _ *http.Request) {
 		st := src.Status()
 		v := ConfigView{
 			NodeID: nodeID, ControlPlane: controlPlane, Connected: st.Connected,
-			Version: st.Config.Version, LastError: st.LastError, Pools: st.Config.Pools,
+			Version: st.Config.Version, LastError: st.LastError, Pools: st.Config.Pools, FromCache: st.FromCache,
 		}
 		if !st.AppliedAt.IsZero() {
 			t := st.AppliedAt

@@ -27,6 +27,9 @@ import (
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
 	"google.golang.org/protobuf/proto"
 
 	lbv1 "github.com/lb-project/lb/api/lb/v1"
@@ -38,7 +41,9 @@ import (
 
 // Config configures a Client.
 type Config struct {
-	// Address of the control plane, HOST:PORT. Required.
+	// Address of the control plane, HOST:PORT; several control planes as a
+	// comma-separated list, tried in order: the client stays with the first
+	// that answers and fails over to the next when it goes away. Required.
 	Address string
 	// NodeID names this data plane to the control plane. Required.
 	NodeID string
@@ -59,6 +64,10 @@ type Config struct {
 	// OnTable, if set, is called with every table applied (from the
 	// client's goroutine, after the table is published).
 	OnTable func(t *routing.Table)
+	// CacheDir, if set, keeps the last applied configuration (written
+	// atomically after every version) and serves it at start-up until a
+	// control plane is reached.
+	CacheDir string
 }
 
 // Status is what the client has applied and whether it is connected.
@@ -72,6 +81,9 @@ type Status struct {
 	AppliedAt time.Time
 	// LastError is the most recent stream or apply error, if any.
 	LastError string
+	// FromCache is true while the configuration served came from the cache
+	// directory and no control plane has sent one since.
+	FromCache bool
 }
 
 // Client is a configuration stream client. Create it with New, run it with Run.
@@ -82,6 +94,9 @@ type Client struct {
 
 	// status is replaced whole on every change; readers Load it.
 	status atomic.Pointer[Status]
+	// pools is the applied configuration as received, for the cache; owned
+	// by Run's goroutine.
+	pools map[string]*lbv1.Pool
 }
 
 // New validates cfg and prepares a client. It does not connect yet.
@@ -110,7 +125,8 @@ func New(cfg Config) (*Client, error) {
 	if cfg.ReportInterval <= 0 {
 		cfg.ReportInterval = time.Second
 	}
-	conn, err := grpc.NewClient(cfg.Address,
+	target, resolverOpts := dialTarget(cfg.Address)
+	opts := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff: backoff.Config{
@@ -119,13 +135,33 @@ func New(cfg Config) (*Client, error) {
 			MinConnectTimeout: 5 * time.Second,
 		}),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
-	)
+	}, resolverOpts...)
+	conn, err := grpc.NewClient(target, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("configclient: control plane %s: %w", cfg.Address, err)
 	}
-	c := &Client{cfg: cfg, log: cfg.Logger, conn: conn}
+	c := &Client{cfg: cfg, log: cfg.Logger, conn: conn, pools: make(map[string]*lbv1.Pool)}
 	c.status.Store(&Status{})
 	return c, nil
+}
+
+// dialTarget turns a comma-separated list of control plane addresses into a
+// gRPC target: one address is dialled directly; several are given to a
+// fixed resolver, and gRPC's pick_first policy connects to the first that
+// answers, moving on to the next when it fails.
+func dialTarget(list string) (string, []grpc.DialOption) {
+	var addrs []resolver.Address
+	for _, a := range strings.Split(list, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			addrs = append(addrs, resolver.Address{Addr: a})
+		}
+	}
+	if len(addrs) <= 1 {
+		return "passthrough:///" + strings.TrimSpace(list), nil
+	}
+	r := manual.NewBuilderWithScheme("lb-controlplanes")
+	r.InitialState(resolver.State{Addresses: addrs})
+	return r.Scheme() + ":///controlplanes", []grpc.DialOption{grpc.WithResolvers(r)}
 }
 
 // Status returns the client's current status.
@@ -141,6 +177,14 @@ func (c *Client) setStatus(fn func(s *Status)) {
 // and returns nil. Only Run's own goroutine writes the status.
 func (c *Client) Run(ctx context.Context) error {
 	defer c.conn.Close()
+	switch ok, err := c.loadCache(); {
+	case err != nil:
+		c.log.Error("cached configuration not usable; waiting for the control plane", "error", err)
+	case ok:
+		c.setStatus(func(s *Status) { s.FromCache = true })
+		c.log.Warn("serving cached configuration until the control plane is reached",
+			"version", c.Status().Config.Version, "cache_dir", c.cfg.CacheDir)
+	}
 	client := lbv1.NewDiscoveryServiceClient(c.conn)
 	delay := c.cfg.MinBackoff
 	timer := time.NewTimer(0)
@@ -230,7 +274,7 @@ func (c *Client) stream(ctx context.Context, client lbv1.DiscoveryServiceClient)
 			if !received {
 				received = true
 				c.setStatus(func(s *Status) { s.Connected = true })
-				c.log.Info("connected to control plane", "control_plane", c.cfg.Address, "node", c.cfg.NodeID)
+				c.log.Info("connected to control plane", "control_plane", c.cfg.Address, "node", c.cfg.NodeID, "peer", peerOf(ctx, s))
 			}
 			var reply *lbv1.StreamConfigRequest
 			if err := c.apply(resp); err != nil {
@@ -293,11 +337,26 @@ func (c *Client) apply(resp *lbv1.StreamConfigResponse) error {
 		c.log.Warn("control plane sent an older version than the one applied; its store may have been reset",
 			"applied", cur.Version, "received", next.Version)
 	}
+	if resp.GetFull() {
+		clear(c.pools)
+	}
+	for _, name := range resp.GetRemovedPools() {
+		delete(c.pools, name)
+	}
+	for _, p := range resp.GetPools() {
+		c.pools[p.GetName()] = p
+	}
 	c.setStatus(func(s *Status) {
 		s.Config = next
 		s.AppliedAt = time.Now()
 		s.LastError = ""
+		s.FromCache = false
 	})
+	if c.cfg.CacheDir != "" {
+		if err := c.writeCache(next.Version); err != nil {
+			c.log.Error("cannot cache the applied configuration", "error", err)
+		}
+	}
 	c.log.Info("configuration applied", "version", next.Version, "pools", len(next.Pools), "full", resp.GetFull())
 	return nil
 }
@@ -385,4 +444,12 @@ func settings(u poolspec.Upstream) upstream.Settings {
 		s.ServerName = strings.Trim(host, "[]")
 	}
 	return s
+}
+
+// peerOf names the control plane a stream is connected to.
+func peerOf(_ context.Context, s grpc.ClientStream) string {
+	if p, ok := peer.FromContext(s.Context()); ok && p.Addr != nil {
+		return p.Addr.String()
+	}
+	return ""
 }

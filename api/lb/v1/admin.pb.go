@@ -9,7 +9,9 @@ package lbv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	fieldmaskpb "google.golang.org/protobuf/types/known/fieldmaskpb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -22,6 +24,299 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// ListDataPlanesRequest is the input of ListDataPlanes.
+type ListDataPlanesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDataPlanesRequest) Reset() {
+	*x = ListDataPlanesRequest{}
+	mi := &file_lb_v1_admin_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDataPlanesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDataPlanesRequest) ProtoMessage() {}
+
+func (x *ListDataPlanesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lb_v1_admin_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDataPlanesRequest.ProtoReflect.Descriptor instead.
+func (*ListDataPlanesRequest) Descriptor() ([]byte, []int) {
+	return file_lb_v1_admin_proto_rawDescGZIP(), []int{0}
+}
+
+// ListDataPlanesResponse is the output of ListDataPlanes.
+type ListDataPlanesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Connected data planes, ordered by node id.
+	DataPlanes []*DataPlane `protobuf:"bytes,1,rep,name=data_planes,json=dataPlanes,proto3" json:"data_planes,omitempty"`
+	// Current configuration version.
+	Version       uint64 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDataPlanesResponse) Reset() {
+	*x = ListDataPlanesResponse{}
+	mi := &file_lb_v1_admin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDataPlanesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDataPlanesResponse) ProtoMessage() {}
+
+func (x *ListDataPlanesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_lb_v1_admin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDataPlanesResponse.ProtoReflect.Descriptor instead.
+func (*ListDataPlanesResponse) Descriptor() ([]byte, []int) {
+	return file_lb_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ListDataPlanesResponse) GetDataPlanes() []*DataPlane {
+	if x != nil {
+		return x.DataPlanes
+	}
+	return nil
+}
+
+func (x *ListDataPlanesResponse) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+// DataPlane is what the control plane knows of one connected data plane.
+type DataPlane struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Node id the data plane gave.
+	NodeId string `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// Network address it connects from.
+	Peer string `protobuf:"bytes,2,opt,name=peer,proto3" json:"peer,omitempty"`
+	// When its stream opened.
+	ConnectedAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=connected_at,json=connectedAt,proto3" json:"connected_at,omitempty"`
+	// Newest version sent to it.
+	SentVersion uint64 `protobuf:"varint,4,opt,name=sent_version,json=sentVersion,proto3" json:"sent_version,omitempty"`
+	// Newest version it acknowledged.
+	AckedVersion uint64 `protobuf:"varint,5,opt,name=acked_version,json=ackedVersion,proto3" json:"acked_version,omitempty"`
+	// Last version it refused, if any.
+	NackedVersion uint64 `protobuf:"varint,6,opt,name=nacked_version,json=nackedVersion,proto3" json:"nacked_version,omitempty"`
+	// Why it refused nacked_version.
+	NackReason    string `protobuf:"bytes,7,opt,name=nack_reason,json=nackReason,proto3" json:"nack_reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DataPlane) Reset() {
+	*x = DataPlane{}
+	mi := &file_lb_v1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DataPlane) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DataPlane) ProtoMessage() {}
+
+func (x *DataPlane) ProtoReflect() protoreflect.Message {
+	mi := &file_lb_v1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DataPlane.ProtoReflect.Descriptor instead.
+func (*DataPlane) Descriptor() ([]byte, []int) {
+	return file_lb_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *DataPlane) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *DataPlane) GetPeer() string {
+	if x != nil {
+		return x.Peer
+	}
+	return ""
+}
+
+func (x *DataPlane) GetConnectedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ConnectedAt
+	}
+	return nil
+}
+
+func (x *DataPlane) GetSentVersion() uint64 {
+	if x != nil {
+		return x.SentVersion
+	}
+	return 0
+}
+
+func (x *DataPlane) GetAckedVersion() uint64 {
+	if x != nil {
+		return x.AckedVersion
+	}
+	return 0
+}
+
+func (x *DataPlane) GetNackedVersion() uint64 {
+	if x != nil {
+		return x.NackedVersion
+	}
+	return 0
+}
+
+func (x *DataPlane) GetNackReason() string {
+	if x != nil {
+		return x.NackReason
+	}
+	return ""
+}
+
+// WaitForVersionRequest is the input of WaitForVersion.
+type WaitForVersionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Version every connected data plane must have acknowledged.
+	Version uint64 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	// How long to wait; bounded by the call's own deadline. Default 30s.
+	Timeout       *durationpb.Duration `protobuf:"bytes,2,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WaitForVersionRequest) Reset() {
+	*x = WaitForVersionRequest{}
+	mi := &file_lb_v1_admin_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaitForVersionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaitForVersionRequest) ProtoMessage() {}
+
+func (x *WaitForVersionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lb_v1_admin_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaitForVersionRequest.ProtoReflect.Descriptor instead.
+func (*WaitForVersionRequest) Descriptor() ([]byte, []int) {
+	return file_lb_v1_admin_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *WaitForVersionRequest) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *WaitForVersionRequest) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+// WaitForVersionResponse is the output of WaitForVersion.
+type WaitForVersionResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The data planes, all at the version or later.
+	DataPlanes    []*DataPlane `protobuf:"bytes,1,rep,name=data_planes,json=dataPlanes,proto3" json:"data_planes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WaitForVersionResponse) Reset() {
+	*x = WaitForVersionResponse{}
+	mi := &file_lb_v1_admin_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaitForVersionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaitForVersionResponse) ProtoMessage() {}
+
+func (x *WaitForVersionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_lb_v1_admin_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaitForVersionResponse.ProtoReflect.Descriptor instead.
+func (*WaitForVersionResponse) Descriptor() ([]byte, []int) {
+	return file_lb_v1_admin_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *WaitForVersionResponse) GetDataPlanes() []*DataPlane {
+	if x != nil {
+		return x.DataPlanes
+	}
+	return nil
+}
+
 // CreatePoolRequest is the input of CreatePool.
 type CreatePoolRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -33,7 +328,7 @@ type CreatePoolRequest struct {
 
 func (x *CreatePoolRequest) Reset() {
 	*x = CreatePoolRequest{}
-	mi := &file_lb_v1_admin_proto_msgTypes[0]
+	mi := &file_lb_v1_admin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -45,7 +340,7 @@ func (x *CreatePoolRequest) String() string {
 func (*CreatePoolRequest) ProtoMessage() {}
 
 func (x *CreatePoolRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_v1_admin_proto_msgTypes[0]
+	mi := &file_lb_v1_admin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -58,7 +353,7 @@ func (x *CreatePoolRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreatePoolRequest.ProtoReflect.Descriptor instead.
 func (*CreatePoolRequest) Descriptor() ([]byte, []int) {
-	return file_lb_v1_admin_proto_rawDescGZIP(), []int{0}
+	return file_lb_v1_admin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CreatePoolRequest) GetPool() *Pool {
@@ -81,7 +376,7 @@ type CreatePoolResponse struct {
 
 func (x *CreatePoolResponse) Reset() {
 	*x = CreatePoolResponse{}
-	mi := &file_lb_v1_admin_proto_msgTypes[1]
+	mi := &file_lb_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -93,7 +388,7 @@ func (x *CreatePoolResponse) String() string {
 func (*CreatePoolResponse) ProtoMessage() {}
 
 func (x *CreatePoolResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_v1_admin_proto_msgTypes[1]
+	mi := &file_lb_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -106,7 +401,7 @@ func (x *CreatePoolResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreatePoolResponse.ProtoReflect.Descriptor instead.
 func (*CreatePoolResponse) Descriptor() ([]byte, []int) {
-	return file_lb_v1_admin_proto_rawDescGZIP(), []int{1}
+	return file_lb_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CreatePoolResponse) GetPool() *Pool {
@@ -134,7 +429,7 @@ type GetPoolRequest struct {
 
 func (x *GetPoolRequest) Reset() {
 	*x = GetPoolRequest{}
-	mi := &file_lb_v1_admin_proto_msgTypes[2]
+	mi := &file_lb_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -146,7 +441,7 @@ func (x *GetPoolRequest) String() string {
 func (*GetPoolRequest) ProtoMessage() {}
 
 func (x *GetPoolRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_v1_admin_proto_msgTypes[2]
+	mi := &file_lb_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -159,7 +454,7 @@ func (x *GetPoolRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPoolRequest.ProtoReflect.Descriptor instead.
 func (*GetPoolRequest) Descriptor() ([]byte, []int) {
-	return file_lb_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_lb_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetPoolRequest) GetName() string {
@@ -185,7 +480,7 @@ type GetPoolResponse struct {
 
 func (x *GetPoolResponse) Reset() {
 	*x = GetPoolResponse{}
-	mi := &file_lb_v1_admin_proto_msgTypes[3]
+	mi := &file_lb_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -197,7 +492,7 @@ func (x *GetPoolResponse) String() string {
 func (*GetPoolResponse) ProtoMessage() {}
 
 func (x *GetPoolResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_v1_admin_proto_msgTypes[3]
+	mi := &file_lb_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -210,7 +505,7 @@ func (x *GetPoolResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPoolResponse.ProtoReflect.Descriptor instead.
 func (*GetPoolResponse) Descriptor() ([]byte, []int) {
-	return file_lb_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_lb_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetPoolResponse) GetPool() *Pool {
@@ -251,7 +546,7 @@ type BackendStatus struct {
 
 func (x *BackendStatus) Reset() {
 	*x = BackendStatus{}
-	mi := &file_lb_v1_admin_proto_msgTypes[4]
+	mi := &file_lb_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -263,7 +558,7 @@ func (x *BackendStatus) String() string {
 func (*BackendStatus) ProtoMessage() {}
 
 func (x *BackendStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_v1_admin_proto_msgTypes[4]
+	mi := &file_lb_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -276,7 +571,7 @@ func (x *BackendStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackendStatus.ProtoReflect.Descriptor instead.
 func (*BackendStatus) Descriptor() ([]byte, []int) {
-	return file_lb_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_lb_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *BackendStatus) GetAddress() string {
@@ -324,7 +619,7 @@ type DataPlaneBackendStatus struct {
 
 func (x *DataPlaneBackendStatus) Reset() {
 	*x = DataPlaneBackendStatus{}
-	mi := &file_lb_v1_admin_proto_msgTypes[5]
+	mi := &file_lb_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -336,7 +631,7 @@ func (x *DataPlaneBackendStatus) String() string {
 func (*DataPlaneBackendStatus) ProtoMessage() {}
 
 func (x *DataPlaneBackendStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_v1_admin_proto_msgTypes[5]
+	mi := &file_lb_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -349,7 +644,7 @@ func (x *DataPlaneBackendStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataPlaneBackendStatus.ProtoReflect.Descriptor instead.
 func (*DataPlaneBackendStatus) Descriptor() ([]byte, []int) {
-	return file_lb_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_lb_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DataPlaneBackendStatus) GetNodeId() string {
@@ -389,7 +684,7 @@ type ListPoolsRequest struct {
 
 func (x *ListPoolsRequest) Reset() {
 	*x = ListPoolsRequest{}
-	mi := &file_lb_v1_admin_proto_msgTypes[6]
+	mi := &file_lb_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -401,7 +696,7 @@ func (x *ListPoolsRequest) String() string {
 func (*ListPoolsRequest) ProtoMessage() {}
 
 func (x *ListPoolsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_v1_admin_proto_msgTypes[6]
+	mi := &file_lb_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -414,7 +709,7 @@ func (x *ListPoolsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPoolsRequest.ProtoReflect.Descriptor instead.
 func (*ListPoolsRequest) Descriptor() ([]byte, []int) {
-	return file_lb_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_lb_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 // ListPoolsResponse is the output of ListPools.
@@ -430,7 +725,7 @@ type ListPoolsResponse struct {
 
 func (x *ListPoolsResponse) Reset() {
 	*x = ListPoolsResponse{}
-	mi := &file_lb_v1_admin_proto_msgTypes[7]
+	mi := &file_lb_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -442,7 +737,7 @@ func (x *ListPoolsResponse) String() string {
 func (*ListPoolsResponse) ProtoMessage() {}
 
 func (x *ListPoolsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_v1_admin_proto_msgTypes[7]
+	mi := &file_lb_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -455,7 +750,7 @@ func (x *ListPoolsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPoolsResponse.ProtoReflect.Descriptor instead.
 func (*ListPoolsResponse) Descriptor() ([]byte, []int) {
-	return file_lb_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_lb_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListPoolsResponse) GetPools() []*Pool {
@@ -482,14 +777,18 @@ type UpdatePoolRequest struct {
 	// "upstream.sni", "upstream.ca_pem", "upstream.insecure_skip_verify",
 	// "upstream.client_cert_pem", "upstream.client_key_pem",
 	// "upstream.host_header"). Empty: hosts, path_prefix, backends and upstream.
-	UpdateMask    *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	UpdateMask *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
+	// When set, the change is made only if the pool's version (Pool.version,
+	// the configuration version in which it last changed) is still this one;
+	// otherwise FAILED_PRECONDITION and nothing changes.
+	ExpectedVersion uint64 `protobuf:"varint,3,opt,name=expected_version,json=expectedVersion,proto3" json:"expected_version,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *UpdatePoolRequest) Reset() {
 	*x = UpdatePoolRequest{}
-	mi := &file_lb_v1_admin_proto_msgTypes[8]
+	mi := &file_lb_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -501,7 +800,7 @@ func (x *UpdatePoolRequest) String() string {
 func (*UpdatePoolRequest) ProtoMessage() {}
 
 func (x *UpdatePoolRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_v1_admin_proto_msgTypes[8]
+	mi := &file_lb_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -514,7 +813,7 @@ func (x *UpdatePoolRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdatePoolRequest.ProtoReflect.Descriptor instead.
 func (*UpdatePoolRequest) Descriptor() ([]byte, []int) {
-	return file_lb_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_lb_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *UpdatePoolRequest) GetPool() *Pool {
@@ -531,6 +830,13 @@ func (x *UpdatePoolRequest) GetUpdateMask() *fieldmaskpb.FieldMask {
 	return nil
 }
 
+func (x *UpdatePoolRequest) GetExpectedVersion() uint64 {
+	if x != nil {
+		return x.ExpectedVersion
+	}
+	return 0
+}
+
 // UpdatePoolResponse is the output of UpdatePool.
 type UpdatePoolResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -544,7 +850,7 @@ type UpdatePoolResponse struct {
 
 func (x *UpdatePoolResponse) Reset() {
 	*x = UpdatePoolResponse{}
-	mi := &file_lb_v1_admin_proto_msgTypes[9]
+	mi := &file_lb_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -556,7 +862,7 @@ func (x *UpdatePoolResponse) String() string {
 func (*UpdatePoolResponse) ProtoMessage() {}
 
 func (x *UpdatePoolResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_v1_admin_proto_msgTypes[9]
+	mi := &file_lb_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -569,7 +875,7 @@ func (x *UpdatePoolResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdatePoolResponse.ProtoReflect.Descriptor instead.
 func (*UpdatePoolResponse) Descriptor() ([]byte, []int) {
-	return file_lb_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_lb_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *UpdatePoolResponse) GetPool() *Pool {
@@ -590,14 +896,18 @@ func (x *UpdatePoolResponse) GetVersion() uint64 {
 type DeletePoolRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Name of the pool.
-	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// When set, the change is made only if the pool's version (Pool.version,
+	// the configuration version in which it last changed) is still this one;
+	// otherwise FAILED_PRECONDITION and nothing changes.
+	ExpectedVersion uint64 `protobuf:"varint,2,opt,name=expected_version,json=expectedVersion,proto3" json:"expected_version,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *DeletePoolRequest) Reset() {
 	*x = DeletePoolRequest{}
-	mi := &file_lb_v1_admin_proto_msgTypes[10]
+	mi := &file_lb_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -609,7 +919,7 @@ func (x *DeletePoolRequest) String() string {
 func (*DeletePoolRequest) ProtoMessage() {}
 
 func (x *DeletePoolRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_v1_admin_proto_msgTypes[10]
+	mi := &file_lb_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -622,7 +932,7 @@ func (x *DeletePoolRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletePoolRequest.ProtoReflect.Descriptor instead.
 func (*DeletePoolRequest) Descriptor() ([]byte, []int) {
-	return file_lb_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_lb_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DeletePoolRequest) GetName() string {
@@ -630,6 +940,13 @@ func (x *DeletePoolRequest) GetName() string {
 		return x.Name
 	}
 	return ""
+}
+
+func (x *DeletePoolRequest) GetExpectedVersion() uint64 {
+	if x != nil {
+		return x.ExpectedVersion
+	}
+	return 0
 }
 
 // DeletePoolResponse is the output of DeletePool.
@@ -643,7 +960,7 @@ type DeletePoolResponse struct {
 
 func (x *DeletePoolResponse) Reset() {
 	*x = DeletePoolResponse{}
-	mi := &file_lb_v1_admin_proto_msgTypes[11]
+	mi := &file_lb_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -655,7 +972,7 @@ func (x *DeletePoolResponse) String() string {
 func (*DeletePoolResponse) ProtoMessage() {}
 
 func (x *DeletePoolResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_v1_admin_proto_msgTypes[11]
+	mi := &file_lb_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -668,7 +985,7 @@ func (x *DeletePoolResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletePoolResponse.ProtoReflect.Descriptor instead.
 func (*DeletePoolResponse) Descriptor() ([]byte, []int) {
-	return file_lb_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_lb_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DeletePoolResponse) GetVersion() uint64 {
@@ -686,14 +1003,18 @@ type AddBackendRequest struct {
 	// Address of the backend, HOST:PORT.
 	Address string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
 	// Weight of the backend, 1 to 10000; 1 when unset.
-	Weight        *uint32 `protobuf:"varint,3,opt,name=weight,proto3,oneof" json:"weight,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Weight *uint32 `protobuf:"varint,3,opt,name=weight,proto3,oneof" json:"weight,omitempty"`
+	// When set, the change is made only if the pool's version (Pool.version,
+	// the configuration version in which it last changed) is still this one;
+	// otherwise FAILED_PRECONDITION and nothing changes.
+	ExpectedVersion uint64 `protobuf:"varint,4,opt,name=expected_version,json=expectedVersion,proto3" json:"expected_version,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *AddBackendRequest) Reset() {
 	*x = AddBackendRequest{}
-	mi := &file_lb_v1_admin_proto_msgTypes[12]
+	mi := &file_lb_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -705,7 +1026,7 @@ func (x *AddBackendRequest) String() string {
 func (*AddBackendRequest) ProtoMessage() {}
 
 func (x *AddBackendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_v1_admin_proto_msgTypes[12]
+	mi := &file_lb_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -718,7 +1039,7 @@ func (x *AddBackendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddBackendRequest.ProtoReflect.Descriptor instead.
 func (*AddBackendRequest) Descriptor() ([]byte, []int) {
-	return file_lb_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_lb_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *AddBackendRequest) GetPool() string {
@@ -742,6 +1063,13 @@ func (x *AddBackendRequest) GetWeight() uint32 {
 	return 0
 }
 
+func (x *AddBackendRequest) GetExpectedVersion() uint64 {
+	if x != nil {
+		return x.ExpectedVersion
+	}
+	return 0
+}
+
 // AddBackendResponse is the output of AddBackend.
 type AddBackendResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -755,7 +1083,7 @@ type AddBackendResponse struct {
 
 func (x *AddBackendResponse) Reset() {
 	*x = AddBackendResponse{}
-	mi := &file_lb_v1_admin_proto_msgTypes[13]
+	mi := &file_lb_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -767,7 +1095,7 @@ func (x *AddBackendResponse) String() string {
 func (*AddBackendResponse) ProtoMessage() {}
 
 func (x *AddBackendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_v1_admin_proto_msgTypes[13]
+	mi := &file_lb_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -780,7 +1108,7 @@ func (x *AddBackendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddBackendResponse.ProtoReflect.Descriptor instead.
 func (*AddBackendResponse) Descriptor() ([]byte, []int) {
-	return file_lb_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_lb_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *AddBackendResponse) GetPool() *Pool {
@@ -803,14 +1131,18 @@ type RemoveBackendRequest struct {
 	// Name of the pool.
 	Pool string `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
 	// Address of the backend, HOST:PORT.
-	Address       string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Address string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	// When set, the change is made only if the pool's version (Pool.version,
+	// the configuration version in which it last changed) is still this one;
+	// otherwise FAILED_PRECONDITION and nothing changes.
+	ExpectedVersion uint64 `protobuf:"varint,3,opt,name=expected_version,json=expectedVersion,proto3" json:"expected_version,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *RemoveBackendRequest) Reset() {
 	*x = RemoveBackendRequest{}
-	mi := &file_lb_v1_admin_proto_msgTypes[14]
+	mi := &file_lb_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -822,7 +1154,7 @@ func (x *RemoveBackendRequest) String() string {
 func (*RemoveBackendRequest) ProtoMessage() {}
 
 func (x *RemoveBackendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_v1_admin_proto_msgTypes[14]
+	mi := &file_lb_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -835,7 +1167,7 @@ func (x *RemoveBackendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveBackendRequest.ProtoReflect.Descriptor instead.
 func (*RemoveBackendRequest) Descriptor() ([]byte, []int) {
-	return file_lb_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_lb_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RemoveBackendRequest) GetPool() string {
@@ -852,6 +1184,13 @@ func (x *RemoveBackendRequest) GetAddress() string {
 	return ""
 }
 
+func (x *RemoveBackendRequest) GetExpectedVersion() uint64 {
+	if x != nil {
+		return x.ExpectedVersion
+	}
+	return 0
+}
+
 // RemoveBackendResponse is the output of RemoveBackend.
 type RemoveBackendResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -865,7 +1204,7 @@ type RemoveBackendResponse struct {
 
 func (x *RemoveBackendResponse) Reset() {
 	*x = RemoveBackendResponse{}
-	mi := &file_lb_v1_admin_proto_msgTypes[15]
+	mi := &file_lb_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -877,7 +1216,7 @@ func (x *RemoveBackendResponse) String() string {
 func (*RemoveBackendResponse) ProtoMessage() {}
 
 func (x *RemoveBackendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_v1_admin_proto_msgTypes[15]
+	mi := &file_lb_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -890,7 +1229,7 @@ func (x *RemoveBackendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveBackendResponse.ProtoReflect.Descriptor instead.
 func (*RemoveBackendResponse) Descriptor() ([]byte, []int) {
-	return file_lb_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_lb_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RemoveBackendResponse) GetPool() *Pool {
@@ -918,14 +1257,18 @@ type UpdateBackendRequest struct {
 	// New weight, 1 to 10000; unchanged when unset.
 	Weight *uint32 `protobuf:"varint,3,opt,name=weight,proto3,oneof" json:"weight,omitempty"`
 	// Drain (true) or undrain (false) the backend; unchanged when unset.
-	Draining      *bool `protobuf:"varint,4,opt,name=draining,proto3,oneof" json:"draining,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Draining *bool `protobuf:"varint,4,opt,name=draining,proto3,oneof" json:"draining,omitempty"`
+	// When set, the change is made only if the pool's version (Pool.version,
+	// the configuration version in which it last changed) is still this one;
+	// otherwise FAILED_PRECONDITION and nothing changes.
+	ExpectedVersion uint64 `protobuf:"varint,5,opt,name=expected_version,json=expectedVersion,proto3" json:"expected_version,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *UpdateBackendRequest) Reset() {
 	*x = UpdateBackendRequest{}
-	mi := &file_lb_v1_admin_proto_msgTypes[16]
+	mi := &file_lb_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -937,7 +1280,7 @@ func (x *UpdateBackendRequest) String() string {
 func (*UpdateBackendRequest) ProtoMessage() {}
 
 func (x *UpdateBackendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_v1_admin_proto_msgTypes[16]
+	mi := &file_lb_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -950,7 +1293,7 @@ func (x *UpdateBackendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateBackendRequest.ProtoReflect.Descriptor instead.
 func (*UpdateBackendRequest) Descriptor() ([]byte, []int) {
-	return file_lb_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_lb_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *UpdateBackendRequest) GetPool() string {
@@ -981,6 +1324,13 @@ func (x *UpdateBackendRequest) GetDraining() bool {
 	return false
 }
 
+func (x *UpdateBackendRequest) GetExpectedVersion() uint64 {
+	if x != nil {
+		return x.ExpectedVersion
+	}
+	return 0
+}
+
 // UpdateBackendResponse is the output of UpdateBackend.
 type UpdateBackendResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -994,7 +1344,7 @@ type UpdateBackendResponse struct {
 
 func (x *UpdateBackendResponse) Reset() {
 	*x = UpdateBackendResponse{}
-	mi := &file_lb_v1_admin_proto_msgTypes[17]
+	mi := &file_lb_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1006,7 +1356,7 @@ func (x *UpdateBackendResponse) String() string {
 func (*UpdateBackendResponse) ProtoMessage() {}
 
 func (x *UpdateBackendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_v1_admin_proto_msgTypes[17]
+	mi := &file_lb_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1019,7 +1369,7 @@ func (x *UpdateBackendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateBackendResponse.ProtoReflect.Descriptor instead.
 func (*UpdateBackendResponse) Descriptor() ([]byte, []int) {
-	return file_lb_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_lb_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *UpdateBackendResponse) GetPool() *Pool {
@@ -1040,7 +1390,27 @@ var File_lb_v1_admin_proto protoreflect.FileDescriptor
 
 const file_lb_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x11lb/v1/admin.proto\x12\x05lb.v1\x1a google/protobuf/field_mask.proto\x1a\x10lb/v1/pool.proto\"4\n" +
+	"\x11lb/v1/admin.proto\x12\x05lb.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x10lb/v1/pool.proto\"\x17\n" +
+	"\x15ListDataPlanesRequest\"e\n" +
+	"\x16ListDataPlanesResponse\x121\n" +
+	"\vdata_planes\x18\x01 \x03(\v2\x10.lb.v1.DataPlaneR\n" +
+	"dataPlanes\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\"\x87\x02\n" +
+	"\tDataPlane\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x12\n" +
+	"\x04peer\x18\x02 \x01(\tR\x04peer\x12=\n" +
+	"\fconnected_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\vconnectedAt\x12!\n" +
+	"\fsent_version\x18\x04 \x01(\x04R\vsentVersion\x12#\n" +
+	"\racked_version\x18\x05 \x01(\x04R\fackedVersion\x12%\n" +
+	"\x0enacked_version\x18\x06 \x01(\x04R\rnackedVersion\x12\x1f\n" +
+	"\vnack_reason\x18\a \x01(\tR\n" +
+	"nackReason\"f\n" +
+	"\x15WaitForVersionRequest\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\x04R\aversion\x123\n" +
+	"\atimeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"K\n" +
+	"\x16WaitForVersionResponse\x121\n" +
+	"\vdata_planes\x18\x01 \x03(\v2\x10.lb.v1.DataPlaneR\n" +
+	"dataPlanes\"4\n" +
 	"\x11CreatePoolRequest\x12\x1f\n" +
 	"\x04pool\x18\x01 \x01(\v2\v.lb.v1.PoolR\x04pool\"O\n" +
 	"\x12CreatePoolResponse\x12\x1f\n" +
@@ -1066,42 +1436,47 @@ const file_lb_v1_admin_proto_rawDesc = "" +
 	"\x10ListPoolsRequest\"P\n" +
 	"\x11ListPoolsResponse\x12!\n" +
 	"\x05pools\x18\x01 \x03(\v2\v.lb.v1.PoolR\x05pools\x12\x18\n" +
-	"\aversion\x18\x02 \x01(\x04R\aversion\"q\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\"\x9c\x01\n" +
 	"\x11UpdatePoolRequest\x12\x1f\n" +
 	"\x04pool\x18\x01 \x01(\v2\v.lb.v1.PoolR\x04pool\x12;\n" +
 	"\vupdate_mask\x18\x02 \x01(\v2\x1a.google.protobuf.FieldMaskR\n" +
-	"updateMask\"O\n" +
+	"updateMask\x12)\n" +
+	"\x10expected_version\x18\x03 \x01(\x04R\x0fexpectedVersion\"O\n" +
 	"\x12UpdatePoolResponse\x12\x1f\n" +
 	"\x04pool\x18\x01 \x01(\v2\v.lb.v1.PoolR\x04pool\x12\x18\n" +
-	"\aversion\x18\x02 \x01(\x04R\aversion\"'\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\"R\n" +
 	"\x11DeletePoolRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\".\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12)\n" +
+	"\x10expected_version\x18\x02 \x01(\x04R\x0fexpectedVersion\".\n" +
 	"\x12DeletePoolResponse\x12\x18\n" +
-	"\aversion\x18\x01 \x01(\x04R\aversion\"i\n" +
+	"\aversion\x18\x01 \x01(\x04R\aversion\"\x94\x01\n" +
 	"\x11AddBackendRequest\x12\x12\n" +
 	"\x04pool\x18\x01 \x01(\tR\x04pool\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x1b\n" +
-	"\x06weight\x18\x03 \x01(\rH\x00R\x06weight\x88\x01\x01B\t\n" +
+	"\x06weight\x18\x03 \x01(\rH\x00R\x06weight\x88\x01\x01\x12)\n" +
+	"\x10expected_version\x18\x04 \x01(\x04R\x0fexpectedVersionB\t\n" +
 	"\a_weight\"O\n" +
 	"\x12AddBackendResponse\x12\x1f\n" +
 	"\x04pool\x18\x01 \x01(\v2\v.lb.v1.PoolR\x04pool\x12\x18\n" +
-	"\aversion\x18\x02 \x01(\x04R\aversion\"D\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\"o\n" +
 	"\x14RemoveBackendRequest\x12\x12\n" +
 	"\x04pool\x18\x01 \x01(\tR\x04pool\x12\x18\n" +
-	"\aaddress\x18\x02 \x01(\tR\aaddress\"R\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12)\n" +
+	"\x10expected_version\x18\x03 \x01(\x04R\x0fexpectedVersion\"R\n" +
 	"\x15RemoveBackendResponse\x12\x1f\n" +
 	"\x04pool\x18\x01 \x01(\v2\v.lb.v1.PoolR\x04pool\x12\x18\n" +
-	"\aversion\x18\x02 \x01(\x04R\aversion\"\x9a\x01\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\"\xc5\x01\n" +
 	"\x14UpdateBackendRequest\x12\x12\n" +
 	"\x04pool\x18\x01 \x01(\tR\x04pool\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x1b\n" +
 	"\x06weight\x18\x03 \x01(\rH\x00R\x06weight\x88\x01\x01\x12\x1f\n" +
-	"\bdraining\x18\x04 \x01(\bH\x01R\bdraining\x88\x01\x01B\t\n" +
+	"\bdraining\x18\x04 \x01(\bH\x01R\bdraining\x88\x01\x01\x12)\n" +
+	"\x10expected_version\x18\x05 \x01(\x04R\x0fexpectedVersionB\t\n" +
 	"\a_weightB\v\n" +
 	"\t_draining\"R\n" +
 	"\x15UpdateBackendResponse\x12\x1f\n" +
 	"\x04pool\x18\x01 \x01(\v2\v.lb.v1.PoolR\x04pool\x12\x18\n" +
-	"\aversion\x18\x02 \x01(\x04R\aversion2\xac\x04\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion2\xca\x05\n" +
 	"\fAdminService\x12A\n" +
 	"\n" +
 	"CreatePool\x12\x18.lb.v1.CreatePoolRequest\x1a\x19.lb.v1.CreatePoolResponse\x128\n" +
@@ -1114,7 +1489,9 @@ const file_lb_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"AddBackend\x12\x18.lb.v1.AddBackendRequest\x1a\x19.lb.v1.AddBackendResponse\x12J\n" +
 	"\rRemoveBackend\x12\x1b.lb.v1.RemoveBackendRequest\x1a\x1c.lb.v1.RemoveBackendResponse\x12J\n" +
-	"\rUpdateBackend\x12\x1b.lb.v1.UpdateBackendRequest\x1a\x1c.lb.v1.UpdateBackendResponseB)Z'github.com/lb-project/lb/api/lb/v1;lbv1b\x06proto3"
+	"\rUpdateBackend\x12\x1b.lb.v1.UpdateBackendRequest\x1a\x1c.lb.v1.UpdateBackendResponse\x12M\n" +
+	"\x0eListDataPlanes\x12\x1c.lb.v1.ListDataPlanesRequest\x1a\x1d.lb.v1.ListDataPlanesResponse\x12M\n" +
+	"\x0eWaitForVersion\x12\x1c.lb.v1.WaitForVersionRequest\x1a\x1d.lb.v1.WaitForVersionResponseB)Z'github.com/lb-project/lb/api/lb/v1;lbv1b\x06proto3"
 
 var (
 	file_lb_v1_admin_proto_rawDescOnce sync.Once
@@ -1128,63 +1505,78 @@ func file_lb_v1_admin_proto_rawDescGZIP() []byte {
 	return file_lb_v1_admin_proto_rawDescData
 }
 
-var file_lb_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_lb_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_lb_v1_admin_proto_goTypes = []any{
-	(*CreatePoolRequest)(nil),      // 0: lb.v1.CreatePoolRequest
-	(*CreatePoolResponse)(nil),     // 1: lb.v1.CreatePoolResponse
-	(*GetPoolRequest)(nil),         // 2: lb.v1.GetPoolRequest
-	(*GetPoolResponse)(nil),        // 3: lb.v1.GetPoolResponse
-	(*BackendStatus)(nil),          // 4: lb.v1.BackendStatus
-	(*DataPlaneBackendStatus)(nil), // 5: lb.v1.DataPlaneBackendStatus
-	(*ListPoolsRequest)(nil),       // 6: lb.v1.ListPoolsRequest
-	(*ListPoolsResponse)(nil),      // 7: lb.v1.ListPoolsResponse
-	(*UpdatePoolRequest)(nil),      // 8: lb.v1.UpdatePoolRequest
-	(*UpdatePoolResponse)(nil),     // 9: lb.v1.UpdatePoolResponse
-	(*DeletePoolRequest)(nil),      // 10: lb.v1.DeletePoolRequest
-	(*DeletePoolResponse)(nil),     // 11: lb.v1.DeletePoolResponse
-	(*AddBackendRequest)(nil),      // 12: lb.v1.AddBackendRequest
-	(*AddBackendResponse)(nil),     // 13: lb.v1.AddBackendResponse
-	(*RemoveBackendRequest)(nil),   // 14: lb.v1.RemoveBackendRequest
-	(*RemoveBackendResponse)(nil),  // 15: lb.v1.RemoveBackendResponse
-	(*UpdateBackendRequest)(nil),   // 16: lb.v1.UpdateBackendRequest
-	(*UpdateBackendResponse)(nil),  // 17: lb.v1.UpdateBackendResponse
-	(*Pool)(nil),                   // 18: lb.v1.Pool
-	(*fieldmaskpb.FieldMask)(nil),  // 19: google.protobuf.FieldMask
+	(*ListDataPlanesRequest)(nil),  // 0: lb.v1.ListDataPlanesRequest
+	(*ListDataPlanesResponse)(nil), // 1: lb.v1.ListDataPlanesResponse
+	(*DataPlane)(nil),              // 2: lb.v1.DataPlane
+	(*WaitForVersionRequest)(nil),  // 3: lb.v1.WaitForVersionRequest
+	(*WaitForVersionResponse)(nil), // 4: lb.v1.WaitForVersionResponse
+	(*CreatePoolRequest)(nil),      // 5: lb.v1.CreatePoolRequest
+	(*CreatePoolResponse)(nil),     // 6: lb.v1.CreatePoolResponse
+	(*GetPoolRequest)(nil),         // 7: lb.v1.GetPoolRequest
+	(*GetPoolResponse)(nil),        // 8: lb.v1.GetPoolResponse
+	(*BackendStatus)(nil),          // 9: lb.v1.BackendStatus
+	(*DataPlaneBackendStatus)(nil), // 10: lb.v1.DataPlaneBackendStatus
+	(*ListPoolsRequest)(nil),       // 11: lb.v1.ListPoolsRequest
+	(*ListPoolsResponse)(nil),      // 12: lb.v1.ListPoolsResponse
+	(*UpdatePoolRequest)(nil),      // 13: lb.v1.UpdatePoolRequest
+	(*UpdatePoolResponse)(nil),     // 14: lb.v1.UpdatePoolResponse
+	(*DeletePoolRequest)(nil),      // 15: lb.v1.DeletePoolRequest
+	(*DeletePoolResponse)(nil),     // 16: lb.v1.DeletePoolResponse
+	(*AddBackendRequest)(nil),      // 17: lb.v1.AddBackendRequest
+	(*AddBackendResponse)(nil),     // 18: lb.v1.AddBackendResponse
+	(*RemoveBackendRequest)(nil),   // 19: lb.v1.RemoveBackendRequest
+	(*RemoveBackendResponse)(nil),  // 20: lb.v1.RemoveBackendResponse
+	(*UpdateBackendRequest)(nil),   // 21: lb.v1.UpdateBackendRequest
+	(*UpdateBackendResponse)(nil),  // 22: lb.v1.UpdateBackendResponse
+	(*timestamppb.Timestamp)(nil),  // 23: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),    // 24: google.protobuf.Duration
+	(*Pool)(nil),                   // 25: lb.v1.Pool
+	(*fieldmaskpb.FieldMask)(nil),  // 26: google.protobuf.FieldMask
 }
 var file_lb_v1_admin_proto_depIdxs = []int32{
-	18, // 0: lb.v1.CreatePoolRequest.pool:type_name -> lb.v1.Pool
-	18, // 1: lb.v1.CreatePoolResponse.pool:type_name -> lb.v1.Pool
-	18, // 2: lb.v1.GetPoolResponse.pool:type_name -> lb.v1.Pool
-	4,  // 3: lb.v1.GetPoolResponse.backend_status:type_name -> lb.v1.BackendStatus
-	5,  // 4: lb.v1.BackendStatus.data_planes:type_name -> lb.v1.DataPlaneBackendStatus
-	18, // 5: lb.v1.ListPoolsResponse.pools:type_name -> lb.v1.Pool
-	18, // 6: lb.v1.UpdatePoolRequest.pool:type_name -> lb.v1.Pool
-	19, // 7: lb.v1.UpdatePoolRequest.update_mask:type_name -> google.protobuf.FieldMask
-	18, // 8: lb.v1.UpdatePoolResponse.pool:type_name -> lb.v1.Pool
-	18, // 9: lb.v1.AddBackendResponse.pool:type_name -> lb.v1.Pool
-	18, // 10: lb.v1.RemoveBackendResponse.pool:type_name -> lb.v1.Pool
-	18, // 11: lb.v1.UpdateBackendResponse.pool:type_name -> lb.v1.Pool
-	0,  // 12: lb.v1.AdminService.CreatePool:input_type -> lb.v1.CreatePoolRequest
-	2,  // 13: lb.v1.AdminService.GetPool:input_type -> lb.v1.GetPoolRequest
-	6,  // 14: lb.v1.AdminService.ListPools:input_type -> lb.v1.ListPoolsRequest
-	8,  // 15: lb.v1.AdminService.UpdatePool:input_type -> lb.v1.UpdatePoolRequest
-	10, // 16: lb.v1.AdminService.DeletePool:input_type -> lb.v1.DeletePoolRequest
-	12, // 17: lb.v1.AdminService.AddBackend:input_type -> lb.v1.AddBackendRequest
-	14, // 18: lb.v1.AdminService.RemoveBackend:input_type -> lb.v1.RemoveBackendRequest
-	16, // 19: lb.v1.AdminService.UpdateBackend:input_type -> lb.v1.UpdateBackendRequest
-	1,  // 20: lb.v1.AdminService.CreatePool:output_type -> lb.v1.CreatePoolResponse
-	3,  // 21: lb.v1.AdminService.GetPool:output_type -> lb.v1.GetPoolResponse
-	7,  // 22: lb.v1.AdminService.ListPools:output_type -> lb.v1.ListPoolsResponse
-	9,  // 23: lb.v1.AdminService.UpdatePool:output_type -> lb.v1.UpdatePoolResponse
-	11, // 24: lb.v1.AdminService.DeletePool:output_type -> lb.v1.DeletePoolResponse
-	13, // 25: lb.v1.AdminService.AddBackend:output_type -> lb.v1.AddBackendResponse
-	15, // 26: lb.v1.AdminService.RemoveBackend:output_type -> lb.v1.RemoveBackendResponse
-	17, // 27: lb.v1.AdminService.UpdateBackend:output_type -> lb.v1.UpdateBackendResponse
-	20, // [20:28] is the sub-list for method output_type
-	12, // [12:20] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	2,  // 0: lb.v1.ListDataPlanesResponse.data_planes:type_name -> lb.v1.DataPlane
+	23, // 1: lb.v1.DataPlane.connected_at:type_name -> google.protobuf.Timestamp
+	24, // 2: lb.v1.WaitForVersionRequest.timeout:type_name -> google.protobuf.Duration
+	2,  // 3: lb.v1.WaitForVersionResponse.data_planes:type_name -> lb.v1.DataPlane
+	25, // 4: lb.v1.CreatePoolRequest.pool:type_name -> lb.v1.Pool
+	25, // 5: lb.v1.CreatePoolResponse.pool:type_name -> lb.v1.Pool
+	25, // 6: lb.v1.GetPoolResponse.pool:type_name -> lb.v1.Pool
+	9,  // 7: lb.v1.GetPoolResponse.backend_status:type_name -> lb.v1.BackendStatus
+	10, // 8: lb.v1.BackendStatus.data_planes:type_name -> lb.v1.DataPlaneBackendStatus
+	25, // 9: lb.v1.ListPoolsResponse.pools:type_name -> lb.v1.Pool
+	25, // 10: lb.v1.UpdatePoolRequest.pool:type_name -> lb.v1.Pool
+	26, // 11: lb.v1.UpdatePoolRequest.update_mask:type_name -> google.protobuf.FieldMask
+	25, // 12: lb.v1.UpdatePoolResponse.pool:type_name -> lb.v1.Pool
+	25, // 13: lb.v1.AddBackendResponse.pool:type_name -> lb.v1.Pool
+	25, // 14: lb.v1.RemoveBackendResponse.pool:type_name -> lb.v1.Pool
+	25, // 15: lb.v1.UpdateBackendResponse.pool:type_name -> lb.v1.Pool
+	5,  // 16: lb.v1.AdminService.CreatePool:input_type -> lb.v1.CreatePoolRequest
+	7,  // 17: lb.v1.AdminService.GetPool:input_type -> lb.v1.GetPoolRequest
+	11, // 18: lb.v1.AdminService.ListPools:input_type -> lb.v1.ListPoolsRequest
+	13, // 19: lb.v1.AdminService.UpdatePool:input_type -> lb.v1.UpdatePoolRequest
+	15, // 20: lb.v1.AdminService.DeletePool:input_type -> lb.v1.DeletePoolRequest
+	17, // 21: lb.v1.AdminService.AddBackend:input_type -> lb.v1.AddBackendRequest
+	19, // 22: lb.v1.AdminService.RemoveBackend:input_type -> lb.v1.RemoveBackendRequest
+	21, // 23: lb.v1.AdminService.UpdateBackend:input_type -> lb.v1.UpdateBackendRequest
+	0,  // 24: lb.v1.AdminService.ListDataPlanes:input_type -> lb.v1.ListDataPlanesRequest
+	3,  // 25: lb.v1.AdminService.WaitForVersion:input_type -> lb.v1.WaitForVersionRequest
+	6,  // 26: lb.v1.AdminService.CreatePool:output_type -> lb.v1.CreatePoolResponse
+	8,  // 27: lb.v1.AdminService.GetPool:output_type -> lb.v1.GetPoolResponse
+	12, // 28: lb.v1.AdminService.ListPools:output_type -> lb.v1.ListPoolsResponse
+	14, // 29: lb.v1.AdminService.UpdatePool:output_type -> lb.v1.UpdatePoolResponse
+	16, // 30: lb.v1.AdminService.DeletePool:output_type -> lb.v1.DeletePoolResponse
+	18, // 31: lb.v1.AdminService.AddBackend:output_type -> lb.v1.AddBackendResponse
+	20, // 32: lb.v1.AdminService.RemoveBackend:output_type -> lb.v1.RemoveBackendResponse
+	22, // 33: lb.v1.AdminService.UpdateBackend:output_type -> lb.v1.UpdateBackendResponse
+	1,  // 34: lb.v1.AdminService.ListDataPlanes:output_type -> lb.v1.ListDataPlanesResponse
+	4,  // 35: lb.v1.AdminService.WaitForVersion:output_type -> lb.v1.WaitForVersionResponse
+	26, // [26:36] is the sub-list for method output_type
+	16, // [16:26] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_lb_v1_admin_proto_init() }
@@ -1193,15 +1585,15 @@ func file_lb_v1_admin_proto_init() {
 		return
 	}
 	file_lb_v1_pool_proto_init()
-	file_lb_v1_admin_proto_msgTypes[12].OneofWrappers = []any{}
-	file_lb_v1_admin_proto_msgTypes[16].OneofWrappers = []any{}
+	file_lb_v1_admin_proto_msgTypes[17].OneofWrappers = []any{}
+	file_lb_v1_admin_proto_msgTypes[21].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lb_v1_admin_proto_rawDesc), len(file_lb_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,14 +19,16 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AdminService_CreatePool_FullMethodName    = "/lb.v1.AdminService/CreatePool"
-	AdminService_GetPool_FullMethodName       = "/lb.v1.AdminService/GetPool"
-	AdminService_ListPools_FullMethodName     = "/lb.v1.AdminService/ListPools"
-	AdminService_UpdatePool_FullMethodName    = "/lb.v1.AdminService/UpdatePool"
-	AdminService_DeletePool_FullMethodName    = "/lb.v1.AdminService/DeletePool"
-	AdminService_AddBackend_FullMethodName    = "/lb.v1.AdminService/AddBackend"
-	AdminService_RemoveBackend_FullMethodName = "/lb.v1.AdminService/RemoveBackend"
-	AdminService_UpdateBackend_FullMethodName = "/lb.v1.AdminService/UpdateBackend"
+	AdminService_CreatePool_FullMethodName     = "/lb.v1.AdminService/CreatePool"
+	AdminService_GetPool_FullMethodName        = "/lb.v1.AdminService/GetPool"
+	AdminService_ListPools_FullMethodName      = "/lb.v1.AdminService/ListPools"
+	AdminService_UpdatePool_FullMethodName     = "/lb.v1.AdminService/UpdatePool"
+	AdminService_DeletePool_FullMethodName     = "/lb.v1.AdminService/DeletePool"
+	AdminService_AddBackend_FullMethodName     = "/lb.v1.AdminService/AddBackend"
+	AdminService_RemoveBackend_FullMethodName  = "/lb.v1.AdminService/RemoveBackend"
+	AdminService_UpdateBackend_FullMethodName  = "/lb.v1.AdminService/UpdateBackend"
+	AdminService_ListDataPlanes_FullMethodName = "/lb.v1.AdminService/ListDataPlanes"
+	AdminService_WaitForVersion_FullMethodName = "/lb.v1.AdminService/WaitForVersion"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -60,6 +62,12 @@ type AdminServiceClient interface {
 	RemoveBackend(ctx context.Context, in *RemoveBackendRequest, opts ...grpc.CallOption) (*RemoveBackendResponse, error)
 	// UpdateBackend changes a backend's weight or draining state.
 	UpdateBackend(ctx context.Context, in *UpdateBackendRequest, opts ...grpc.CallOption) (*UpdateBackendResponse, error)
+	// ListDataPlanes lists the data planes connected to this control plane.
+	ListDataPlanes(ctx context.Context, in *ListDataPlanesRequest, opts ...grpc.CallOption) (*ListDataPlanesResponse, error)
+	// WaitForVersion returns once every connected data plane has
+	// acknowledged the version (or a later one). When the deadline passes
+	// first it fails with DEADLINE_EXCEEDED naming the data planes that lag.
+	WaitForVersion(ctx context.Context, in *WaitForVersionRequest, opts ...grpc.CallOption) (*WaitForVersionResponse, error)
 }
 
 type adminServiceClient struct {
@@ -150,6 +158,26 @@ func (c *adminServiceClient) UpdateBackend(ctx context.Context, in *UpdateBacken
 	return out, nil
 }
 
+func (c *adminServiceClient) ListDataPlanes(ctx context.Context, in *ListDataPlanesRequest, opts ...grpc.CallOption) (*ListDataPlanesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListDataPlanesResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListDataPlanes_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) WaitForVersion(ctx context.Context, in *WaitForVersionRequest, opts ...grpc.CallOption) (*WaitForVersionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(WaitForVersionResponse)
+	err := c.cc.Invoke(ctx, AdminService_WaitForVersion_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -181,6 +209,12 @@ type AdminServiceServer interface {
 	RemoveBackend(context.Context, *RemoveBackendRequest) (*RemoveBackendResponse, error)
 	// UpdateBackend changes a backend's weight or draining state.
 	UpdateBackend(context.Context, *UpdateBackendRequest) (*UpdateBackendResponse, error)
+	// ListDataPlanes lists the data planes connected to this control plane.
+	ListDataPlanes(context.Context, *ListDataPlanesRequest) (*ListDataPlanesResponse, error)
+	// WaitForVersion returns once every connected data plane has
+	// acknowledged the version (or a later one). When the deadline passes
+	// first it fails with DEADLINE_EXCEEDED naming the data planes that lag.
+	WaitForVersion(context.Context, *WaitForVersionRequest) (*WaitForVersionResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -214,6 +248,12 @@ func (UnimplementedAdminServiceServer) RemoveBackend(context.Context, *RemoveBac
 }
 func (UnimplementedAdminServiceServer) UpdateBackend(context.Context, *UpdateBackendRequest) (*UpdateBackendResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method UpdateBackend not implemented")
+}
+func (UnimplementedAdminServiceServer) ListDataPlanes(context.Context, *ListDataPlanesRequest) (*ListDataPlanesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListDataPlanes not implemented")
+}
+func (UnimplementedAdminServiceServer) WaitForVersion(context.Context, *WaitForVersionRequest) (*WaitForVersionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method WaitForVersion not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -380,6 +420,42 @@ func _AdminService_UpdateBackend_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_ListDataPlanes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListDataPlanesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListDataPlanes(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListDataPlanes_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListDataPlanes(ctx, req.(*ListDataPlanesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_WaitForVersion_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(WaitForVersionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).WaitForVersion(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_WaitForVersion_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).WaitForVersion(ctx, req.(*WaitForVersionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -418,6 +494,14 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "UpdateBackend",
 			Handler:    _AdminService_UpdateBackend_Handler,
+		},
+		{
+			MethodName: "ListDataPlanes",
+			Handler:    _AdminService_ListDataPlanes_Handler,
+		},
+		{
+			MethodName: "WaitForVersion",
+			Handler:    _AdminService_WaitForVersion_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1,0 +1,111 @@
+package discovery
+
+import (
+	"sort"
+	"sync"
+
+	lbv1 "github.com/lb-project/lb/api/lb/v1"
+	"github.com/lb-project/lb/controlplane/store"
+	"github.com/lb-project/lb/internal/apiconv"
+)
+
+// maxTombstones bounds the remembered pool deletions; data planes further
+// behind get a full snapshot.
+const maxTombstones = 10000
+
+// tombstone records that a pool was deleted in a version.
+type tombstone struct {
+	version uint64
+	name    string
+}
+
+// snapshot is one published configuration version with what is needed to
+// send any data plane just what it lacks. It is immutable but for its cache
+// of built deltas.
+type snapshot struct {
+	version uint64
+	// pools ordered by name; each carries the version it last changed in.
+	pools []*lbv1.Pool
+	// tombstones since horizon, ascending by version.
+	tombstones []tombstone
+	// horizon is the oldest version a delta can start from: the first
+	// version this control plane published, or later once old tombstones
+	// were forgotten.
+	horizon uint64
+
+	// mu guards deltas.
+	mu sync.Mutex
+	// deltas caches the update from a version to this one: data planes at
+	// the same version share one message.
+	deltas map[uint64]*lbv1.StreamConfigResponse
+	full   *lbv1.StreamConfigResponse
+}
+
+// newSnapshot builds the snapshot of st after prev (nil for the first).
+// Pools unchanged since prev reuse prev's messages.
+func newSnapshot(prev *snapshot, st store.State) *snapshot {
+	s := &snapshot{version: st.Version, horizon: st.Version, deltas: make(map[uint64]*lbv1.StreamConfigResponse)}
+	var old map[string]*lbv1.Pool
+	if prev != nil {
+		s.horizon = prev.horizon
+		s.tombstones = prev.tombstones
+		old = make(map[string]*lbv1.Pool, len(prev.pools))
+		for _, p := range prev.pools {
+			old[p.GetName()] = p
+		}
+	}
+	s.pools = make([]*lbv1.Pool, len(st.Pools))
+	present := make(map[string]bool, len(st.Pools))
+	for i, p := range st.Pools {
+		present[p.Name] = true
+		if o, ok := old[p.Name]; ok && o.GetVersion() == p.Version {
+			s.pools[i] = o
+			continue
+		}
+		s.pools[i] = apiconv.PoolToProto(p)
+	}
+	sort.Slice(s.pools, func(i, j int) bool { return s.pools[i].GetName() < s.pools[j].GetName() })
+	if prev != nil {
+		var gone []tombstone
+		for _, p := range prev.pools {
+			if !present[p.GetName()] {
+				gone = append(gone, tombstone{version: st.Version, name: p.GetName()})
+			}
+		}
+		if len(gone) > 0 {
+			s.tombstones = append(append([]tombstone(nil), prev.tombstones...), gone...)
+		}
+		if n := len(s.tombstones) - maxTombstones; n > 0 {
+			s.horizon = s.tombstones[n-1].version
+			s.tombstones = s.tombstones[n:]
+		}
+	}
+	s.full = &lbv1.StreamConfigResponse{Version: s.version, Full: true, Pools: s.pools}
+	return s
+}
+
+// from returns the update that takes a data plane holding version held to
+// this snapshot: a delta when held is known to this control plane's history,
+// else the full configuration.
+func (s *snapshot) from(held uint64) *lbv1.StreamConfigResponse {
+	if held < s.horizon || held > s.version {
+		return s.full
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if d, ok := s.deltas[held]; ok {
+		return d
+	}
+	d := &lbv1.StreamConfigResponse{Version: s.version}
+	for _, p := range s.pools {
+		if p.GetVersion() > held {
+			d.Pools = append(d.Pools, p)
+		}
+	}
+	i := sort.Search(len(s.tombstones), func(i int) bool { return s.tombstones[i].version > held })
+	for _, t := range s.tombstones[i:] {
+		d.RemovedPools = append(d.RemovedPools, t.name)
+	}
+	s.deltas[held] = d
+	return d
+}
