@@ -4,8 +4,12 @@
 // lbctl talks to the control plane's lb.v1.AdminService over gRPC. It can
 // create, list, show, update and delete pools (with their load balancing,
 // health check, outlier detection, retry and timeout settings), and add,
-// remove, reweigh, drain and undrain the backends of a pool. Every command prints a table for people by default,
-// or the response message as JSON (-o json) for automation.
+// remove, reweigh, drain and undrain the backends of a pool. It lists the
+// connected data planes with the configuration version each has applied
+// (fleet) and waits until all have applied a version (wait, or --wait on a
+// change); --if-version makes a change only if the pool has not changed
+// since. Every command prints a table for people by default, or the response
+// message as JSON (-o json) for automation.
 //
 // The command line is built with github.com/spf13/cobra. Its whole behaviour
 // is reachable through [Main], which takes the arguments, the output streams

@@ -3,6 +3,8 @@ package lbctl
 import (
 	"errors"
 	"fmt"
+	"regexp"
+	"strconv"
 	"strings"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -15,6 +17,9 @@ import (
 type rpcError struct {
 	pool string
 	err  error
+	// waitVersion is the version waited for when the call was
+	// WaitForVersion, else 0.
+	waitVersion uint64
 }
 
 func (e *rpcError) Error() string { return e.err.Error() }
@@ -90,7 +95,22 @@ func (a *app) describe(err error) string {
 	case codes.Unavailable:
 		return a.unreachable(msg)
 	case codes.DeadlineExceeded:
+		if re.waitVersion != 0 {
+			// The control plane's own answer, naming the laggards.
+			if msg != "" {
+				return msg
+			}
+			return fmt.Sprintf("not every data plane applied version %d in time", re.waitVersion)
+		}
 		return a.unreachable(fmt.Sprintf("no answer within %s (raise --timeout if it is only slow)", a.timeout))
+	case codes.FailedPrecondition:
+		if s := staleText(st, re.pool); s != "" {
+			return s
+		}
+		if msg != "" {
+			return msg
+		}
+		return "the control plane refused the request: " + st.Code().String()
 	case codes.Canceled:
 		return "interrupted: " + msg
 	case codes.Unimplemented:
@@ -121,6 +141,48 @@ func resourceInfo(st *status.Status) *errdetails.ResourceInfo {
 		}
 	}
 	return nil
+}
+
+// staleMessage matches the control plane's message for a change refused
+// because the pool changed since the expected version.
+var staleMessage = regexp.MustCompile(`^pool "([^"]+)" changed since version ([0-9]+) \(it is now at version ([0-9]+)\)`)
+
+// staleText explains a FAILED_PRECONDITION refusing a change made with
+// --if-version to a pool that changed since, from its
+// google.rpc.PreconditionFailure detail or else its message; pool is the
+// pool the call concerned. It returns "" when st is not such an error.
+func staleText(st *status.Status, pool string) string {
+	text := func(name string, expected, current uint64) string {
+		return fmt.Sprintf("pool %q changed since version %d (it is now at version %d); run 'lbctl pool get %s' and retry",
+			name, expected, current, name)
+	}
+	for _, d := range st.Details() {
+		pf, ok := d.(*errdetails.PreconditionFailure)
+		if !ok {
+			continue
+		}
+		for _, v := range pf.GetViolations() {
+			if v.GetType() != "VERSION" {
+				continue
+			}
+			name, ok := strings.CutPrefix(v.GetSubject(), "pool/")
+			if !ok || name == "" {
+				name = pool
+			}
+			var expected, current uint64
+			if n, _ := fmt.Sscanf(v.GetDescription(), "expected version %d, found %d", &expected, &current); n == 2 && name != "" {
+				return text(name, expected, current)
+			}
+		}
+	}
+	if m := staleMessage.FindStringSubmatch(st.Message()); m != nil {
+		expected, err1 := strconv.ParseUint(m[2], 10, 64)
+		current, err2 := strconv.ParseUint(m[3], 10, 64)
+		if err1 == nil && err2 == nil {
+			return text(m[1], expected, current)
+		}
+	}
+	return ""
 }
 
 // badRequest returns the first google.rpc.BadRequest detail of st.

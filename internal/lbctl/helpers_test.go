@@ -3,6 +3,7 @@ package lbctl
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"sync"
 	"testing"
@@ -28,8 +29,24 @@ type fakeAdmin struct {
 	err   error
 	block bool
 
+	// waitResp and waitErr, when either is set, answer WaitForVersion
+	// instead of resp and err, so that a change with --wait gets resp and
+	// then these.
+	waitResp *lbv1.WaitForVersionResponse
+	waitErr  error
+
 	mu   sync.Mutex
 	reqs []proto.Message
+	// waitLeft is the time that was left before the deadline of the last
+	// WaitForVersion call when it arrived (0: no deadline).
+	waitLeft time.Duration
+}
+
+// lastWaitLeft returns waitLeft.
+func (f *fakeAdmin) lastWaitLeft() time.Duration {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.waitLeft
 }
 
 // requests returns the requests received so far.
@@ -91,6 +108,30 @@ func (f *fakeAdmin) UpdateBackend(ctx context.Context, r *lbv1.UpdateBackendRequ
 	return answer[*lbv1.UpdateBackendResponse](ctx, f, r)
 }
 
+func (f *fakeAdmin) ListDataPlanes(ctx context.Context, r *lbv1.ListDataPlanesRequest) (*lbv1.ListDataPlanesResponse, error) {
+	return answer[*lbv1.ListDataPlanesResponse](ctx, f, r)
+}
+
+func (f *fakeAdmin) WaitForVersion(ctx context.Context, r *lbv1.WaitForVersionRequest) (*lbv1.WaitForVersionResponse, error) {
+	f.mu.Lock()
+	f.waitLeft = 0
+	if dl, ok := ctx.Deadline(); ok {
+		f.waitLeft = time.Until(dl)
+	}
+	canned := f.waitResp != nil || f.waitErr != nil
+	f.mu.Unlock()
+	if !canned {
+		return answer[*lbv1.WaitForVersionResponse](ctx, f, r)
+	}
+	f.mu.Lock()
+	f.reqs = append(f.reqs, proto.Clone(r))
+	f.mu.Unlock()
+	if f.waitErr != nil {
+		return nil, f.waitErr
+	}
+	return f.waitResp, nil
+}
+
 // startServer serves f on a real gRPC server on 127.0.0.1 and returns its
 // address. The server stops when the test ends.
 func startServer(t *testing.T, f *fakeAdmin) string {
@@ -139,6 +180,32 @@ func runCLI(t *testing.T, env map[string]string, args ...string) result {
 	var stdout, stderr bytes.Buffer
 	code := run(ctx, args, func(k string) string { return env[k] }, &stdout, &stderr)
 	return result{stdout: stdout.String(), stderr: stderr.String(), code: code}
+}
+
+// runCLIAt runs lbctl with args, an empty environment and a clock stopped
+// at now. Its context is limited to 3 minutes, more than the longest wait
+// timeout of the tests plus 5s, so that the deadline of a WaitForVersion
+// call is lbctl's own.
+func runCLIAt(t *testing.T, now time.Time, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	a := &app{stdout: &stdout, stderr: &stderr, getenv: func(string) string { return "" },
+		now: func() time.Time { return now }}
+	code := a.main(ctx, args)
+	return result{stdout: stdout.String(), stderr: stderr.String(), code: code}
+}
+
+// staleErr is the control plane's refusal of a change to pool made with
+// --if-version expected when the pool is at current.
+func staleErr(t *testing.T, pool string, expected, current uint64) error {
+	return statusErr(t, codes.FailedPrecondition,
+		fmt.Sprintf("pool %q changed since version %d (it is now at version %d); read it again and retry", pool, expected, current),
+		&errdetails.PreconditionFailure{Violations: []*errdetails.PreconditionFailure_Violation{{
+			Type: "VERSION", Subject: "pool/" + pool,
+			Description: fmt.Sprintf("expected version %d, found %d", expected, current),
+		}}})
 }
 
 // statusErr builds a status error with details.

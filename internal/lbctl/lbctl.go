@@ -55,7 +55,12 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 // run is Main with the environment lookup injected, for tests.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	a := &app{stdout: stdout, stderr: stderr, getenv: getenv}
+	return (&app{stdout: stdout, stderr: stderr, getenv: getenv, now: time.Now}).main(ctx, args)
+}
+
+// main runs lbctl with args and returns the exit code.
+func (a *app) main(ctx context.Context, args []string) int {
+	stdout, stderr := a.stdout, a.stderr
 	root := a.newRootCmd()
 	root.SetArgs(args)
 	root.SetOut(stdout)
@@ -76,6 +81,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 type app struct {
 	stdout, stderr io.Writer
 	getenv         func(string) string
+	// now is the clock, used for ages such as "3m12s ago"; time.Now when
+	// nil.
+	now func() time.Time
 
 	// Global flags.
 	controlPlaneFlag string
@@ -148,7 +156,9 @@ control plane (lb-controlplane).
 
 A pool is a named group of backends with the hosts and path prefix that route
 to it. Every change is committed by the control plane as a new configuration
-version, which lbctl prints, and then pushed to the data planes.
+version, which lbctl prints, and then pushed to the data planes; "lbctl fleet"
+shows which version each data plane has applied, and "lbctl wait" (or --wait
+on a change) waits until all have.
 
 The control plane address is taken from --controlplane, else from the
 ` + EnvControlPlane + ` environment variable, else ` + DefaultControlPlane + `.`,
@@ -156,7 +166,10 @@ The control plane address is taken from --controlplane, else from the
   lbctl pool create api --algorithm least-request --health-check http:/healthz --health-interval 2s --retries 3 --backend 10.0.0.5:8080 --backend 10.0.0.6:8080
   lbctl pool list
   lbctl add-backend --pool web 10.0.0.6:8080 --weight 2
-  lbctl drain-backend --pool api 10.0.0.5:8080
+  lbctl drain-backend --pool api 10.0.0.5:8080 --wait
+  lbctl set-weight --pool web 10.0.0.6:8080 5 --if-version 7
+  lbctl fleet
+  lbctl wait --version 12
   LBCTL_CONTROLPLANE=cp.internal:7400 lbctl pool get web -o json`,
 		Args:              cobra.ArbitraryArgs,
 		RunE:              groupRun,
@@ -181,6 +194,8 @@ The control plane address is taken from --controlplane, else from the
 		a.newSetWeightCmd(),
 		a.newDrainBackendCmd(),
 		a.newUndrainBackendCmd(),
+		a.newFleetCmd(),
+		a.newWaitCmd(),
 		a.newVersionCmd(),
 	)
 	return root

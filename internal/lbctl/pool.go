@@ -47,6 +47,7 @@ func (a *app) newPoolCreateCmd() *cobra.Command {
 		backends   []string
 		upstream   upstreamFlags
 		policy     policyFlags
+		change     changeFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "create NAME",
@@ -63,8 +64,12 @@ brackets.
 
 ` + upstreamHelp + `
 
-` + policyHelp,
+` + policyHelp + `
+
+` + waitHelp,
 		Example: `  lbctl pool create web
+  # Create it, then wait until every data plane routes to it:
+  lbctl pool create web --host www.example.com --backend 10.0.0.5:8080 --wait --wait-timeout 1m
   lbctl pool create api --algorithm least-request --health-check http:/healthz --health-interval 2s --retries 3 --backend 10.0.0.5:8080 --backend 10.0.0.6:8080
   # Keep each user on one backend, check it over gRPC, and never retry:
   lbctl pool create sessions --algorithm consistent-hash --hash-key header:X-User-Id \
@@ -98,15 +103,13 @@ brackets.
 				return err
 			}
 			pol.apply(pool)
-			return a.withClient(cmd.Context(), func(ctx context.Context, c lbv1.AdminServiceClient) error {
-				resp, err := c.CreatePool(ctx, &lbv1.CreatePoolRequest{Pool: pool})
-				if err != nil {
-					return callErr(pool.Name, err)
-				}
-				return a.emit(resp, func(w io.Writer) error {
+			return mutate(a, cmd, pool.Name, &change,
+				func(ctx context.Context, c lbv1.AdminServiceClient) (*lbv1.CreatePoolResponse, error) {
+					return c.CreatePool(ctx, &lbv1.CreatePoolRequest{Pool: pool})
+				},
+				func(w io.Writer, resp *lbv1.CreatePoolResponse) error {
 					return mutationLine(w, pool.Name, "created with "+plural(len(resp.GetPool().GetBackends()), "backend"), resp.GetVersion())
 				})
-			})
 		},
 	}
 	f := cmd.Flags()
@@ -115,6 +118,7 @@ brackets.
 	f.StringArrayVar(&backends, "backend", nil, "backend HOST:PORT[=WEIGHT] (repeatable)")
 	upstream.register(cmd, false)
 	policy.register(cmd, false)
+	change.register(cmd, false)
 	return cmd
 }
 
@@ -186,6 +190,7 @@ func (a *app) newPoolUpdateCmd() *cobra.Command {
 		pathPrefix string
 		upstream   upstreamFlags
 		policy     policyFlags
+		change     changeFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "update NAME",
@@ -216,10 +221,17 @@ when the algorithm is, or is set to, consistent-hash; --algorithm with another
 algorithm removes the hash key, and --algorithm consistent-hash the slow
 start, which does not apply to it (unless given too).
 
+` + ifVersionHelp + `
+
+` + waitHelp + `
+
 ` + upstreamHelp + `
 
 ` + policyHelp,
 		Example: `  lbctl pool update web --host www.example.com --host example.com
+  # Only if nobody changed the pool since "lbctl pool get web" showed version 7,
+  # then wait until every data plane has the change:
+  lbctl pool update web --path-prefix /v2/ --if-version 7 --wait
   lbctl pool update web --clear-hosts
   lbctl pool update web --path-prefix /api/
   # Switch a pool to a public HTTPS origin:
@@ -272,16 +284,14 @@ start, which does not apply to it (unless given too).
 				return usagef(cmd, "nothing to update; give a flag that changes the pool, such as --host, "+
 					"--path-prefix, --upstream-tls, --algorithm, --health-check, --retries or --connect-timeout")
 			}
-			req := &lbv1.UpdatePoolRequest{Pool: pool, UpdateMask: &fieldmaskpb.FieldMask{Paths: paths}}
-			return a.withClient(cmd.Context(), func(ctx context.Context, c lbv1.AdminServiceClient) error {
-				resp, err := c.UpdatePool(ctx, req)
-				if err != nil {
-					return callErr(name, err)
-				}
-				return a.emit(resp, func(w io.Writer) error {
+			req := &lbv1.UpdatePoolRequest{Pool: pool, UpdateMask: &fieldmaskpb.FieldMask{Paths: paths}, ExpectedVersion: change.expected()}
+			return mutate(a, cmd, name, &change,
+				func(ctx context.Context, c lbv1.AdminServiceClient) (*lbv1.UpdatePoolResponse, error) {
+					return c.UpdatePool(ctx, req)
+				},
+				func(w io.Writer, resp *lbv1.UpdatePoolResponse) error {
 					return mutationLine(w, name, strings.Join(what, ", "), resp.GetVersion())
 				})
-			})
 		},
 	}
 	f := cmd.Flags()
@@ -290,27 +300,38 @@ start, which does not apply to it (unless given too).
 	f.StringVar(&pathPrefix, "path-prefix", "", `new path prefix, starting with "/" (empty means "/")`)
 	upstream.register(cmd, true)
 	policy.register(cmd, true)
+	change.register(cmd, true)
 	return cmd
 }
 
 func (a *app) newPoolDeleteCmd() *cobra.Command {
-	return &cobra.Command{
+	var change changeFlags
+	cmd := &cobra.Command{
 		Use:   "delete NAME",
 		Short: "Delete a pool and its backends",
 		Long: `Delete the pool NAME together with its backends. Requests it served are
-then routed to the next most specific pool, if any.`,
-		Example: `  lbctl pool delete web`,
+then routed to the next most specific pool, if any.
+
+` + ifVersionHelp + `
+
+` + waitHelp,
+		Example: `  lbctl pool delete web
+  # Only if it is still as last seen, and wait until no data plane routes to it:
+  lbctl pool delete web --if-version 7 --wait`,
 		Aliases: []string{"rm"},
 		Args:    exactArgs("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
-			return a.withClient(cmd.Context(), func(ctx context.Context, c lbv1.AdminServiceClient) error {
-				resp, err := c.DeletePool(ctx, &lbv1.DeletePoolRequest{Name: name})
-				if err != nil {
-					return callErr(name, err)
-				}
-				return a.emit(resp, func(w io.Writer) error { return mutationLine(w, name, "deleted", resp.GetVersion()) })
-			})
+			req := &lbv1.DeletePoolRequest{Name: name, ExpectedVersion: change.expected()}
+			return mutate(a, cmd, name, &change,
+				func(ctx context.Context, c lbv1.AdminServiceClient) (*lbv1.DeletePoolResponse, error) {
+					return c.DeletePool(ctx, req)
+				},
+				func(w io.Writer, resp *lbv1.DeletePoolResponse) error {
+					return mutationLine(w, name, "deleted", resp.GetVersion())
+				})
 		},
 	}
+	change.register(cmd, true)
+	return cmd
 }
