@@ -6,21 +6,27 @@ package controlplane
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
 
 	lbv1 "github.com/lb-project/lb/api/lb/v1"
 	"github.com/lb-project/lb/controlplane/admin"
+	"github.com/lb-project/lb/controlplane/auth"
 	"github.com/lb-project/lb/controlplane/discovery"
 	"github.com/lb-project/lb/controlplane/store"
 	"github.com/lb-project/lb/controlplane/store/boltstore"
@@ -40,6 +46,15 @@ type Config struct {
 	EtcdEndpoints []string
 	// EtcdPrefix is the key prefix in etcd. Default "/lb/".
 	EtcdPrefix string
+	// TLSCert and TLSKey are the server certificate; empty: plain text.
+	TLSCert, TLSKey string
+	// TLSCA verifies client certificates; with it, data planes must present
+	// one whose identity is their node id.
+	TLSCA string
+	// TokensFile holds the admin API's bearer tokens; empty: open admin API.
+	TokensFile string
+	// Insecure allows plain text on a non-loopback listen address.
+	Insecure bool
 	// ShutdownTimeout bounds the graceful stop of open streams and calls
 	// before they are cut. Default 5s.
 	ShutdownTimeout time.Duration
@@ -83,16 +98,42 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}()
 
+	if err := auth.CheckListen(cfg.Listen, cfg.TLSCert != "", cfg.Insecure); err != nil {
+		return fmt.Errorf("controlplane: %w", err)
+	}
+	opts := []grpc.ServerOption{
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	}
+	if cfg.TLSCert != "" {
+		tlsCfg, err := serverTLS(cfg)
+		if err != nil {
+			return fmt.Errorf("controlplane: %w", err)
+		}
+		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsCfg)))
+	}
+	var tokens []auth.Token
+	if cfg.TokensFile != "" {
+		if tokens, err = auth.LoadTokens(cfg.TokensFile); err != nil {
+			return fmt.Errorf("controlplane: %w", err)
+		}
+	}
+	policy := auth.NewPolicy(tokens, cfg.TLSCA != "", readOnlyMethods, lbv1.DiscoveryService_ServiceDesc.ServiceName)
+	authLog := log.Named("auth")
+	refused := func(method string, c auth.Caller, err error) {
+		authLog.Warn("call refused", "method", method, "caller", c.Name, "error", status.Convert(err).Message())
+	}
+	opts = append(opts, grpc.ChainUnaryInterceptor(policy.UnaryInterceptor(refused)),
+		grpc.ChainStreamInterceptor(policy.StreamInterceptor(refused)))
+
 	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("controlplane: listen on %s: %w", cfg.Listen, err)
 	}
 
-	srv := grpc.NewServer(
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-	)
+	srv := grpc.NewServer(opts...)
 	disc := discovery.New(log.Named("discovery"))
+	disc.CheckNode = policy.CheckNode
 	lbv1.RegisterAdminServiceServer(srv, admin.New(st, disc, log.Named("admin")))
 	lbv1.RegisterDiscoveryServiceServer(srv, disc)
 	hs := health.NewServer()
@@ -127,6 +168,38 @@ func Run(ctx context.Context, cfg Config) error {
 		runErr = fmt.Errorf("controlplane: %w", err)
 	}
 	return runErr
+}
+
+// readOnlyMethods are the admin methods a viewer token may call.
+var readOnlyMethods = []string{
+	lbv1.AdminService_GetPool_FullMethodName,
+	lbv1.AdminService_ListPools_FullMethodName,
+	lbv1.AdminService_ListDataPlanes_FullMethodName,
+	lbv1.AdminService_WaitForVersion_FullMethodName,
+}
+
+// serverTLS builds the server's TLS configuration: its certificate, and
+// with a CA, verification of client certificates when given (lbctl may
+// come with a token instead; data planes are then held to theirs).
+func serverTLS(cfg Config) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+	if err != nil {
+		return nil, fmt.Errorf("load --tls-cert/--tls-key: %w", err)
+	}
+	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if cfg.TLSCA != "" {
+		pem, err := os.ReadFile(cfg.TLSCA)
+		if err != nil {
+			return nil, fmt.Errorf("read --tls-ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--tls-ca %s holds no PEM certificate", cfg.TLSCA)
+		}
+		tc.ClientCAs = pool
+		tc.ClientAuth = tls.VerifyClientCertIfGiven
+	}
+	return tc, nil
 }
 
 // openStore opens the configured store and says where it is.

@@ -38,6 +38,9 @@ type Config struct {
 	// CacheDir keeps the last applied configuration, served at start-up when
 	// no control plane can be reached. Empty: no cache.
 	CacheDir string
+	// ControlPlaneTLS secures the connection to the control plane; nil:
+	// plain text.
+	ControlPlaneTLS *tls.Config
 	// NodeID names this data plane. Default: the host name.
 	NodeID string
 	// Listen is the proxy's HTTP listen address. Default "127.0.0.1:6188".
@@ -119,7 +122,7 @@ func Run(ctx context.Context, cfg Config, reload <-chan struct{}) error {
 	defer checker.Close()
 	cc, err := configclient.New(configclient.Config{
 		Address: cfg.ControlPlane, NodeID: cfg.NodeID, Table: &table, Transports: transports,
-		Logger: log.Named("configclient"), CacheDir: cfg.CacheDir,
+		Logger: log.Named("configclient"), CacheDir: cfg.CacheDir, TLS: cfg.ControlPlaneTLS,
 		OnTable: func(t *routing.Table) { checker.Sync(healthTargets(t)) },
 	})
 	if err != nil {

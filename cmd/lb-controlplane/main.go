@@ -22,6 +22,11 @@ func main() {
 	storeKind := fs.String("store", "bbolt", "where pools are kept: `bbolt` (embedded, in --data-dir) or etcd (shared by replicas)")
 	etcdEndpoints := fs.String("etcd-endpoints", "", "etcd client `URLs`, comma-separated, for --store etcd")
 	etcdPrefix := fs.String("etcd-prefix", "/lb/", "key `prefix` in etcd")
+	tlsCert := fs.String("tls-cert", "", "server certificate `file` (PEM); with --tls-key, serve TLS")
+	tlsKey := fs.String("tls-key", "", "server private key `file` (PEM)")
+	tlsCA := fs.String("tls-ca", "", "CA `file` (PEM) for client certificates; data planes must then present one whose DNS SAN (or CN) is their node id")
+	tokensFile := fs.String("tokens-file", "", "`file` of admin API bearer tokens, one \"TOKEN ROLE [NAME]\" per line, ROLE admin or viewer; without it the admin API is open")
+	insecure := fs.Bool("insecure", false, "allow plain-text connections on a non-loopback --listen address")
 	logLevel := fs.String("log-level", "info", "log `level`: "+logging.Levels)
 	logFormat := fs.String("log-format", "text", "log `format`: "+logging.Formats)
 	fs.Usage = func() {
@@ -48,7 +53,8 @@ func main() {
 		}
 	}
 	err = controlplane.Run(ctx, controlplane.Config{Listen: *listen, DataDir: *dataDir, Store: *storeKind,
-		EtcdEndpoints: endpoints, EtcdPrefix: *etcdPrefix, Logger: log})
+		EtcdEndpoints: endpoints, EtcdPrefix: *etcdPrefix, TLSCert: *tlsCert, TLSKey: *tlsKey, TLSCA: *tlsCA,
+		TokensFile: *tokensFile, Insecure: *insecure, Logger: log})
 	if err != nil {
 		log.Error("exiting", "error", err)
 		os.Exit(1)

@@ -5,6 +5,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"flag"
 	"fmt"
 	"os"
@@ -27,6 +29,9 @@ func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 func main() {
 	fs := flag.NewFlagSet("lb-dataplane", flag.ContinueOnError)
 	cp := fs.String("controlplane", "127.0.0.1:7400", "control plane gRPC `address`; several, comma-separated, to fail over between")
+	cpCA := fs.String("controlplane-tls-ca", "", "CA `file` (PEM) to verify the control plane's certificate; enables TLS to the control plane")
+	cpCert := fs.String("controlplane-tls-cert", "", "client certificate `file` (PEM) presented to the control plane; its DNS SAN (or CN) must be the node id")
+	cpKey := fs.String("controlplane-tls-key", "", "private key `file` (PEM) of --controlplane-tls-cert")
 	cacheDir := fs.String("cache-dir", "", "`directory` keeping the last applied configuration, served at start-up when no control plane answers")
 	nodeID := fs.String("node-id", "", "`id` of this data plane in the fleet (default: the host name)")
 	listen := fs.String("listen", "127.0.0.1:6188", "proxy listen `address`: HTTP/1.1 and h2c (HTTP/2 with prior knowledge)")
@@ -60,6 +65,11 @@ func main() {
 		fmt.Fprintln(os.Stderr, "lb-dataplane:", err)
 		os.Exit(2)
 	}
+	cpTLS, err := controlPlaneTLS(*cpCA, *cpCert, *cpKey)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "lb-dataplane:", err)
+		os.Exit(2)
+	}
 	var pairs []certs.Pair
 	for i := range certFiles {
 		pairs = append(pairs, certs.Pair{CertFile: certFiles[i], KeyFile: keyFiles[i]})
@@ -78,7 +88,7 @@ func main() {
 		}
 	}()
 	err = dataplane.Run(ctx, dataplane.Config{
-		ControlPlane: *cp, CacheDir: *cacheDir, NodeID: *nodeID, Listen: *listen, AdminListen: *adminListen,
+		ControlPlane: *cp, CacheDir: *cacheDir, ControlPlaneTLS: cpTLS, NodeID: *nodeID, Listen: *listen, AdminListen: *adminListen,
 		TLSListen: *tlsListen, TLSCerts: pairs, TLSDir: *tlsDir, CertReloadInterval: *reloadEvery,
 		WebSocketIdleTimeout: *wsIdle, DrainTimeout: *drain, Logger: log,
 	}, reload)
@@ -86,4 +96,35 @@ func main() {
 		log.Error("exiting", "error", err)
 		os.Exit(1)
 	}
+}
+
+// controlPlaneTLS builds the TLS configuration towards the control plane
+// from the --controlplane-tls-* flags; nil when none is given.
+func controlPlaneTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
+	if caFile == "" && certFile == "" && keyFile == "" {
+		return nil, nil
+	}
+	if caFile == "" {
+		return nil, fmt.Errorf("--controlplane-tls-cert/--controlplane-tls-key need --controlplane-tls-ca")
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("read --controlplane-tls-ca: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("--controlplane-tls-ca %s holds no PEM certificate", caFile)
+	}
+	cfg := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	if (certFile == "") != (keyFile == "") {
+		return nil, fmt.Errorf("give --controlplane-tls-cert and --controlplane-tls-key together")
+	}
+	if certFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("load --controlplane-tls-cert/--controlplane-tls-key: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg, nil
 }

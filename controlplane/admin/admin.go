@@ -25,6 +25,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	lbv1 "github.com/lb-project/lb/api/lb/v1"
+	"github.com/lb-project/lb/controlplane/auth"
 	"github.com/lb-project/lb/controlplane/discovery"
 	"github.com/lb-project/lb/controlplane/store"
 	"github.com/lb-project/lb/internal/apiconv"
@@ -459,7 +460,7 @@ func checkRoutes(p poolspec.Pool, all []poolspec.Pool) error {
 // refuse logs an invalid request (with who sent it) and returns its status.
 func (s *Server) refuse(ctx context.Context, err error) error {
 	method, _ := grpc.Method(ctx)
-	s.log.Info("request refused", "method", method, "peer", peerAddr(ctx), "code", codes.InvalidArgument, "error", err.Error())
+	s.log.Info("request refused", "method", method, "caller", callerName(ctx), "peer", peerAddr(ctx), "code", codes.InvalidArgument, "error", err.Error())
 	return invalid(err)
 }
 
@@ -500,7 +501,7 @@ func alreadyExists(kind, name, msg string) error {
 // statuses: context errors keep their meaning, anything else is Internal.
 func (s *Server) fail(ctx context.Context, method, pool string, err error) error {
 	if st, ok := status.FromError(err); ok {
-		s.log.Info("request refused", "method", method, "pool", pool, "peer", peerAddr(ctx), "code", st.Code(), "error", st.Message())
+		s.log.Info("request refused", "method", method, "pool", pool, "caller", callerName(ctx), "peer", peerAddr(ctx), "code", st.Code(), "error", st.Message())
 		return err
 	}
 	switch {
@@ -516,8 +517,16 @@ func (s *Server) fail(ctx context.Context, method, pool string, err error) error
 }
 
 func (s *Server) logChange(ctx context.Context, msg, pool string, version uint64, kv ...any) {
-	args := append([]any{"pool", pool, "version", version, "peer", peerAddr(ctx)}, kv...)
+	args := append([]any{"pool", pool, "version", version, "caller", callerName(ctx), "peer", peerAddr(ctx)}, kv...)
 	s.log.Info(msg, args...)
+}
+
+// callerName says who made a call, as the auth interceptor identified it.
+func callerName(ctx context.Context) string {
+	if c, ok := auth.FromContext(ctx); ok {
+		return c.Name
+	}
+	return "anonymous"
 }
 
 func peerAddr(ctx context.Context) string {

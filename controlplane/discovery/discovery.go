@@ -44,6 +44,10 @@ type Source interface {
 type Server struct {
 	lbv1.UnimplementedDiscoveryServiceServer
 
+	// CheckNode, if set before serving, vets the node id of each hello
+	// (e.g. against the client certificate); a refusal ends the stream.
+	CheckNode func(ctx context.Context, nodeID string) error
+
 	log hclog.Logger
 
 	// latest is the newest configuration, shared by all streams.
@@ -280,6 +284,12 @@ func (s *Server) StreamConfig(srv lbv1.DiscoveryService_StreamConfigServer) erro
 	}
 	if hello.GetNodeId() == "" {
 		return status.Error(codes.InvalidArgument, "hello.node_id: must not be empty")
+	}
+	if s.CheckNode != nil {
+		if err := s.CheckNode(ctx, hello.GetNodeId()); err != nil {
+			s.log.Warn("data plane refused", "node", hello.GetNodeId(), "error", status.Convert(err).Message())
+			return err
+		}
 	}
 	select {
 	case <-s.shutdown:

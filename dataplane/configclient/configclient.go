@@ -11,6 +11,7 @@ package configclient
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -25,6 +26,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/peer"
@@ -64,6 +66,9 @@ type Config struct {
 	// OnTable, if set, is called with every table applied (from the
 	// client's goroutine, after the table is published).
 	OnTable func(t *routing.Table)
+	// TLS, if set, secures the connection to the control plane (with a
+	// client certificate for mutual TLS); nil: plain text.
+	TLS *tls.Config
 	// CacheDir, if set, keeps the last applied configuration (written
 	// atomically after every version) and serves it at start-up until a
 	// control plane is reached.
@@ -126,8 +131,12 @@ func New(cfg Config) (*Client, error) {
 		cfg.ReportInterval = time.Second
 	}
 	target, resolverOpts := dialTarget(cfg.Address)
+	creds := insecure.NewCredentials()
+	if cfg.TLS != nil {
+		creds = credentials.NewTLS(cfg.TLS)
+	}
 	opts := append([]grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff: backoff.Config{
 				BaseDelay: cfg.MinBackoff, Multiplier: 1.6, Jitter: 0.2, MaxDelay: cfg.MaxBackoff,
@@ -153,7 +162,13 @@ func dialTarget(list string) (string, []grpc.DialOption) {
 	var addrs []resolver.Address
 	for _, a := range strings.Split(list, ",") {
 		if a = strings.TrimSpace(a); a != "" {
-			addrs = append(addrs, resolver.Address{Addr: a})
+			host := a
+			if h, _, err := net.SplitHostPort(a); err == nil {
+				host = h
+			}
+			// ServerName: each control plane's certificate is checked
+			// against its own host name.
+			addrs = append(addrs, resolver.Address{Addr: a, ServerName: host})
 		}
 	}
 	if len(addrs) <= 1 {

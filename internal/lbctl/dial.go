@@ -5,31 +5,58 @@ import (
 	"fmt"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
 	lbv1 "github.com/lb-project/lb/api/lb/v1"
 )
 
-// dialOptions returns the gRPC options used to reach the control plane.
-//
-// Transport security and authentication are chosen here and only here: to
-// add --tls-ca or --token, register the flags in newRootCmd and return
-// grpc.WithTransportCredentials(credentials.NewClientTLSFromCert(...)) or
-// grpc.WithPerRPCCredentials(...) in place of, or next to, the insecure
-// credentials below.
-func (a *app) dialOptions() []grpc.DialOption {
-	return []grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+// dialOptions returns the gRPC options used to reach the control plane:
+// TLS when --tls-ca is given (verifying the control plane against that CA),
+// and the bearer token of --token on every call.
+func (a *app) dialOptions() ([]grpc.DialOption, error) {
+	creds := insecure.NewCredentials()
+	if a.tlsCA != "" {
+		tc, err := credentials.NewClientTLSFromFile(a.tlsCA, "")
+		if err != nil {
+			return nil, fmt.Errorf("--tls-ca %s: %w", a.tlsCA, err)
+		}
+		creds = tc
+	}
+	opts := []grpc.DialOption{
+		grpc.WithTransportCredentials(creds),
 		grpc.WithUserAgent("lbctl/" + Version),
 	}
+	if a.token != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(bearer{token: a.token, secure: a.tlsCA != ""}))
+	}
+	return opts, nil
 }
+
+// bearer sends a token as "authorization: Bearer TOKEN".
+type bearer struct {
+	token  string
+	secure bool
+}
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + b.token}, nil
+}
+
+// RequireTransportSecurity lets a token travel in plain text only when TLS
+// is not configured at all (a loopback control plane).
+func (b bearer) RequireTransportSecurity() bool { return b.secure }
 
 // withConn connects to the control plane, calls fn with an AdminService
 // client, and closes the connection. grpc.NewClient does not connect until
 // the first call, so an unreachable control plane is reported by fn's call
 // as Unavailable. fn sets the deadline of each of its calls.
 func (a *app) withConn(ctx context.Context, fn func(c lbv1.AdminServiceClient) error) error {
-	conn, err := grpc.NewClient(a.controlPlane, a.dialOptions()...)
+	opts, err := a.dialOptions()
+	if err != nil {
+		return err
+	}
+	conn, err := grpc.NewClient(a.controlPlane, opts...)
 	if err != nil {
 		return fmt.Errorf("invalid control plane address %q: %w (set --controlplane or %s)", a.controlPlane, err, EnvControlPlane)
 	}

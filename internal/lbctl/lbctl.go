@@ -24,6 +24,14 @@ const DefaultControlPlane = "127.0.0.1:7400"
 // address; the --controlplane flag takes precedence over it.
 const EnvControlPlane = "LBCTL_CONTROLPLANE"
 
+// EnvToken is the environment variable that sets the bearer token when
+// --token is not given.
+const EnvToken = "LBCTL_TOKEN"
+
+// EnvTLSCA is the environment variable that sets the control plane's CA
+// file when --tls-ca is not given.
+const EnvTLSCA = "LBCTL_TLS_CA"
+
 // DefaultTimeout is the default limit on each call to the control plane.
 const DefaultTimeout = 10 * time.Second
 
@@ -92,6 +100,9 @@ type app struct {
 
 	// controlPlane is the resolved control plane address.
 	controlPlane string
+	// token is the bearer token (--token or LBCTL_TOKEN); tlsCA the CA file
+	// of a TLS control plane (--tls-ca or LBCTL_TLS_CA).
+	token, tlsCA string
 }
 
 // usageError is an error in the command line. It is reported with a pointer
@@ -186,6 +197,8 @@ The control plane address is taken from --controlplane, else from the
 		"control plane address HOST:PORT (env "+EnvControlPlane+")")
 	pf.StringVarP(&a.output, "output", "o", outputTable, "output format: table or json")
 	pf.DurationVar(&a.timeout, "timeout", DefaultTimeout, "limit on each call to the control plane")
+	pf.StringVar(&a.token, "token", "", "bearer token for a control plane with --tokens-file (env "+EnvToken+")")
+	pf.StringVar(&a.tlsCA, "tls-ca", "", "CA file (PEM) to verify a TLS control plane (env "+EnvTLSCA+")")
 
 	root.AddCommand(
 		a.newPoolCmd(),
@@ -221,6 +234,12 @@ func (a *app) resolveGlobals(cmd *cobra.Command, _ []string) error {
 	}
 	if strings.TrimSpace(a.controlPlane) == "" {
 		return usagef(cmd, "the control plane address is empty; set --controlplane or %s", EnvControlPlane)
+	}
+	if !cmd.Flags().Changed("token") {
+		a.token = a.getenv(EnvToken)
+	}
+	if !cmd.Flags().Changed("tls-ca") {
+		a.tlsCA = a.getenv(EnvTLSCA)
 	}
 	return nil
 }
