@@ -53,11 +53,14 @@ func (s *State) End() { s.inFlight.Add(-1) }
 func (s *State) Healthy() bool { return !s.unhealthy.Load() }
 
 // SetHealthy records the active checks' verdict. It reports whether the
-// state changed. A recovery restarts the slow-start ramp.
+// state changed. A recovery restarts the slow-start ramp and ends a passive
+// ejection: the active checks have just seen the backend work again.
 func (s *State) SetHealthy(healthy bool, now time.Time) bool {
 	changed := s.unhealthy.Swap(!healthy) == healthy
 	if changed && healthy {
 		s.since.Store(now.UnixNano())
+		s.ejectedUntil.Store(0)
+		s.consecutiveFailures.Store(0)
 	}
 	return changed
 }
@@ -95,10 +98,6 @@ func (s *State) Eject(now time.Time, base time.Duration) time.Duration {
 	s.since.Store(now.Add(d).UnixNano()) // the ramp starts when it returns
 	return d
 }
-
-// ClearEjection ends an ejection early (used when an operator or a
-// recovery says so).
-func (s *State) ClearEjection() { s.ejectedUntil.Store(0) }
 
 // RampFactor returns the share of its weight the backend gets at now under a
 // slow-start window: from 0.1 right after it joined or recovered up to 1
