@@ -373,12 +373,12 @@ func checkExpected(p poolspec.Pool, expected uint64) error {
 
 // ListDataPlanes implements lbv1.AdminServiceServer.
 func (s *Server) ListDataPlanes(ctx context.Context, _ *lbv1.ListDataPlanesRequest) (*lbv1.ListDataPlanesResponse, error) {
-	if s.fleet == nil {
-		return &lbv1.ListDataPlanesResponse{}, nil
-	}
 	st, err := s.store.Read(ctx)
 	if err != nil {
 		return nil, s.fail(ctx, "ListDataPlanes", "", err)
+	}
+	if s.fleet == nil {
+		return &lbv1.ListDataPlanesResponse{Version: st.Version}, nil
 	}
 	return &lbv1.ListDataPlanesResponse{DataPlanes: dataPlanes(s.fleet.Nodes()), Version: st.Version}, nil
 }
@@ -391,7 +391,7 @@ func (s *Server) WaitForVersion(ctx context.Context, req *lbv1.WaitForVersionReq
 	timeout := defaultWaitTimeout
 	if d := req.GetTimeout(); d != nil {
 		if err := d.CheckValid(); err != nil || d.AsDuration() <= 0 {
-			return nil, s.refuse(ctx, &poolspec.FieldError{Field: "timeout", Value: d.String(), Reason: "must be a positive duration"})
+			return nil, s.refuse(ctx, &poolspec.FieldError{Field: "timeout", Value: d.AsDuration().String(), Reason: "must be a positive duration"})
 		}
 		timeout = d.AsDuration()
 	}

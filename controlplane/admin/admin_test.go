@@ -19,17 +19,36 @@ import (
 
 	lbv1 "github.com/lb-project/lb/api/lb/v1"
 	"github.com/lb-project/lb/controlplane/admin"
+	"github.com/lb-project/lb/controlplane/discovery"
 	"github.com/lb-project/lb/controlplane/store/boltstore"
 )
 
 // env is an admin server on a real gRPC listener over a bbolt store in a
-// temporary directory, with a client connected to it.
+// temporary directory, with a client connected to it. With a fleet, the same
+// listener serves a discovery server that Run feeds from the store, as the
+// control plane does.
 type env struct {
 	c     lbv1.AdminServiceClient
 	store *boltstore.Store
+	// disc and dc, the discovery server and a client of it, are nil without
+	// a fleet.
+	disc *discovery.Server
+	dc   lbv1.DiscoveryServiceClient
 }
 
+// newEnv starts an admin server without a fleet.
 func newEnv(t *testing.T) *env {
+	t.Helper()
+	return newEnvWith(t, false)
+}
+
+// newFleetEnv starts an admin server whose fleet is a discovery server.
+func newFleetEnv(t *testing.T) *env {
+	t.Helper()
+	return newEnvWith(t, true)
+}
+
+func newEnvWith(t *testing.T, withFleet bool) *env {
 	t.Helper()
 	st, err := boltstore.Open(t.TempDir())
 	if err != nil {
@@ -41,12 +60,37 @@ func newEnv(t *testing.T) *env {
 		t.Fatalf("listen: %v", err)
 	}
 	srv := grpc.NewServer()
-	lbv1.RegisterAdminServiceServer(srv, admin.New(st, nil, hclog.NewNullLogger()))
+	var (
+		fleet   admin.Fleet // a nil interface without a fleet, not a nil *discovery.Server
+		disc    *discovery.Server
+		stopRun = func() {}
+	)
+	if withFleet {
+		disc = discovery.New(hclog.NewNullLogger())
+		fleet = disc
+		lbv1.RegisterDiscoveryServiceServer(srv, disc)
+		runCtx, cancel := context.WithCancel(context.Background())
+		runDone := make(chan error, 1)
+		go func() { runDone <- disc.Run(runCtx, st) }()
+		stopRun = func() {
+			cancel()
+			select {
+			case err := <-runDone:
+				if err != nil {
+					t.Errorf("discovery Run: %v", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Errorf("discovery Run did not return within 5s of its context's end")
+			}
+		}
+	}
+	lbv1.RegisterAdminServiceServer(srv, admin.New(st, fleet, hclog.NewNullLogger()))
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()
 	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		srv.Stop()
+		stopRun()
 		st.Close()
 		t.Fatalf("dial: %v", err)
 	}
@@ -58,11 +102,16 @@ func newEnv(t *testing.T) *env {
 		if err := <-served; err != nil {
 			t.Errorf("Serve: %v", err)
 		}
+		stopRun()
 		if err := st.Close(); err != nil {
 			t.Errorf("close store: %v", err)
 		}
 	})
-	return &env{c: lbv1.NewAdminServiceClient(conn), store: st}
+	e := &env{c: lbv1.NewAdminServiceClient(conn), store: st, disc: disc}
+	if withFleet {
+		e.dc = lbv1.NewDiscoveryServiceClient(conn)
+	}
+	return e
 }
 
 // testCtx returns a context that ends with the test or after 10s.

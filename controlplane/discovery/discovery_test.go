@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -36,39 +37,54 @@ type env struct {
 	runOnce sync.Once
 	runDone chan error
 	runErr  error
+
+	// stopRun, stopServer and closeStore tear the env down, in that order;
+	// close runs them once, at the latest when the test ends.
+	closeOnce  sync.Once
+	stopRun    func()
+	stopServer func()
+	closeStore func()
 }
 
 // newEnv starts a discovery server fed by a bbolt store in a temporary
 // directory. seed, if not nil, writes to the store before Run starts.
 func newEnv(t *testing.T, seed func(ctx context.Context, st *boltstore.Store) error) *env {
 	t.Helper()
-	st, err := boltstore.Open(t.TempDir())
+	return newEnvIn(t, t.TempDir(), seed)
+}
+
+// newEnvIn is newEnv over the store in dir, which may hold one already.
+func newEnvIn(t *testing.T, dir string, seed func(ctx context.Context, st *boltstore.Store) error) *env {
+	t.Helper()
+	st, err := boltstore.Open(dir)
 	if err != nil {
 		t.Fatalf("open store: %v", err)
 	}
-	t.Cleanup(func() {
+	closeStore := func() {
 		if err := st.Close(); err != nil {
 			t.Errorf("close store: %v", err)
 		}
-	})
+	}
 	if seed != nil {
 		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 		defer cancel()
 		if err := seed(ctx, st); err != nil {
+			closeStore()
 			t.Fatalf("seed the store: %v", err)
 		}
 	}
 	e := newServer(t)
 	e.store = st
+	e.closeStore = closeStore
 	runCtx, stop := context.WithTimeout(context.Background(), time.Minute)
 	e.runDone = make(chan error, 1)
 	go func() { e.runDone <- e.disc.Run(runCtx, st) }()
-	t.Cleanup(func() {
+	e.stopRun = func() {
 		stop()
 		if err := e.waitRun(t); err != nil {
 			t.Errorf("Run returned %v after its context was cancelled, want nil", err)
 		}
-	})
+	}
 	return e
 }
 
@@ -89,7 +105,8 @@ func newServer(t *testing.T) *env {
 		srv.Stop()
 		t.Fatalf("dial: %v", err)
 	}
-	t.Cleanup(func() {
+	e := &env{disc: disc, client: lbv1.NewDiscoveryServiceClient(conn)}
+	e.stopServer = func() {
 		if err := conn.Close(); err != nil {
 			t.Errorf("close client: %v", err)
 		}
@@ -97,8 +114,21 @@ func newServer(t *testing.T) *env {
 		if err := <-served; err != nil {
 			t.Errorf("Serve: %v", err)
 		}
+	}
+	t.Cleanup(e.close)
+	return e
+}
+
+// close stops Run, then the gRPC server (ending every stream), then closes
+// the store. It is idempotent.
+func (e *env) close() {
+	e.closeOnce.Do(func() {
+		for _, f := range []func(){e.stopRun, e.stopServer, e.closeStore} {
+			if f != nil {
+				f()
+			}
+		}
 	})
-	return &env{disc: disc, client: lbv1.NewDiscoveryServiceClient(conn)}
 }
 
 // waitRun waits up to 5s for Run to return and gives its error.
@@ -221,6 +251,115 @@ func full(st store.State) *lbv1.StreamConfigResponse {
 	return m
 }
 
+// delta is the update that takes a data plane holding held to next when
+// every change between them was published: the pools that changed after
+// held, and the names of those that held has and next has not.
+func delta(held, next store.State) *lbv1.StreamConfigResponse {
+	m := &lbv1.StreamConfigResponse{Version: next.Version}
+	for _, p := range next.Pools {
+		if p.Version > held.Version {
+			m.Pools = append(m.Pools, apiconv.PoolToProto(p))
+		}
+	}
+	for _, p := range held.Pools {
+		if _, ok := next.Pool(p.Name); !ok {
+			m.RemovedPools = append(m.RemovedPools, p.Name)
+		}
+	}
+	return m
+}
+
+// equalUpdate compares two updates exactly, but for the order of
+// removed_pools, which the protocol leaves open.
+func equalUpdate(t *testing.T, what string, got, want *lbv1.StreamConfigResponse) {
+	t.Helper()
+	sorted := func(m *lbv1.StreamConfigResponse) *lbv1.StreamConfigResponse {
+		m = proto.Clone(m).(*lbv1.StreamConfigResponse)
+		slices.Sort(m.RemovedPools)
+		return m
+	}
+	if !proto.Equal(sorted(got), sorted(want)) {
+		t.Errorf("%s:\n got  %v\n want %v", what, got, want)
+	}
+}
+
+// replica is what a data plane holds, built only from the updates it
+// receives. It applies them as dataplane/configclient does: a full update
+// replaces everything; a delta first drops removed_pools, then puts pools.
+type replica struct {
+	version uint64
+	pools   map[string]*lbv1.Pool
+}
+
+// newReplica is a data plane that already holds st (an empty State for one
+// that holds nothing).
+func newReplica(st store.State) *replica {
+	r := &replica{version: st.Version, pools: make(map[string]*lbv1.Pool)}
+	for _, p := range st.Pools {
+		r.pools[p.Name] = apiconv.PoolToProto(p)
+	}
+	return r
+}
+
+// apply applies m and checks what the protocol promises of any update: a
+// full one has no removals; a delta carries only pools changed after the
+// version held, at most at m's version; no pool is listed twice.
+func (r *replica) apply(t *testing.T, m *lbv1.StreamConfigResponse) {
+	t.Helper()
+	seen := make(map[string]bool)
+	for _, p := range m.GetPools() {
+		if seen[p.GetName()] {
+			t.Errorf("update %d lists pool %q twice", m.GetVersion(), p.GetName())
+		}
+		seen[p.GetName()] = true
+		if p.GetVersion() > m.GetVersion() {
+			t.Errorf("update %d carries pool %q at the later version %d", m.GetVersion(), p.GetName(), p.GetVersion())
+		}
+	}
+	if m.GetFull() {
+		if len(m.GetRemovedPools()) > 0 {
+			t.Errorf("full update %d has removed_pools %q", m.GetVersion(), m.GetRemovedPools())
+		}
+		r.pools = make(map[string]*lbv1.Pool)
+	} else {
+		for _, p := range m.GetPools() {
+			if p.GetVersion() <= r.version {
+				t.Errorf("delta %d (from %d) carries pool %q of version %d, which the data plane holds already",
+					m.GetVersion(), r.version, p.GetName(), p.GetVersion())
+			}
+		}
+		for _, name := range m.GetRemovedPools() {
+			delete(r.pools, name)
+		}
+	}
+	for _, p := range m.GetPools() {
+		r.pools[p.GetName()] = p
+	}
+	r.version = m.GetVersion()
+}
+
+// check fails unless the replica holds exactly st.
+func (r *replica) check(t *testing.T, what string, st store.State) {
+	t.Helper()
+	got := &lbv1.StreamConfigResponse{Version: r.version, Full: true}
+	for _, p := range r.pools {
+		got.Pools = append(got.Pools, p)
+	}
+	slices.SortFunc(got.Pools, func(a, b *lbv1.Pool) int { return strings.Compare(a.GetName(), b.GetName()) })
+	equal(t, what+": the data plane's configuration", got, full(st))
+}
+
+// recvApply receives the next update, checks it is want, applies it to r
+// and checks that r then holds st.
+func (s *stream) recvApply(t *testing.T, what string, r *replica, want *lbv1.StreamConfigResponse, st store.State) *lbv1.StreamConfigResponse {
+	t.Helper()
+	m := s.recv(t)
+	equalUpdate(t, what, m, want)
+	r.apply(t, m)
+	r.check(t, what, st)
+	return m
+}
+
 func equal(t *testing.T, what string, got, want proto.Message) {
 	t.Helper()
 	if !proto.Equal(got, want) {
@@ -259,33 +398,61 @@ func nodeIDs(ns []discovery.NodeStatus) []string {
 	return ids
 }
 
-func TestHelloGetsFullConfigurationFirst(t *testing.T) {
+// The first update takes the data plane from the version its hello names
+// to the latest: a delta when this control plane published that version or
+// an older one since its first (its horizon), else the full configuration.
+func TestFirstMessageAfterHello(t *testing.T) {
+	twoPools := func(ctx context.Context, st *boltstore.Store) error {
+		for _, p := range []poolspec.Pool{pool("b", "10.0.0.2:80"), pool("a", "10.0.0.1:80", "10.0.0.3:8080")} {
+			if _, err := st.Update(ctx, func(tx store.Tx) error { tx.Put(p); return nil }); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	twoPoolsFull := &lbv1.StreamConfigResponse{Version: 2, Full: true, Pools: []*lbv1.Pool{
+		{Name: "a", Hosts: []string{"a.example.com"}, Backends: []*lbv1.Backend{{Address: "10.0.0.1:80", Weight: 1}, {Address: "10.0.0.3:8080", Weight: 1}}, Version: 2},
+		{Name: "b", Hosts: []string{"b.example.com"}, Backends: []*lbv1.Backend{{Address: "10.0.0.2:80", Weight: 1}}, Version: 1},
+	}}
 	tests := []struct {
 		name  string
 		seed  func(ctx context.Context, st *boltstore.Store) error
 		hello *lbv1.StreamConfigRequest
+		held  store.State // what the data plane holds, as far as it matters
 		want  *lbv1.StreamConfigResponse
 	}{
 		{
-			name:  "empty store",
+			// Version 0 is the control plane's first: a node without
+			// configuration already holds it.
+			name:  "empty store, node without configuration",
 			hello: hello("node-1", 0),
+			want:  &lbv1.StreamConfigResponse{Version: 0},
+		},
+		{
+			name:  "empty store, node ahead of it",
+			hello: hello("node-1", 3),
+			held:  store.State{Version: 3, Pools: []poolspec.Pool{pool("gone")}},
 			want:  &lbv1.StreamConfigResponse{Version: 0, Full: true},
 		},
 		{
-			name: "two pools",
-			seed: func(ctx context.Context, st *boltstore.Store) error {
-				for _, p := range []poolspec.Pool{pool("b", "10.0.0.2:80"), pool("a", "10.0.0.1:80", "10.0.0.3:8080")} {
-					if _, err := st.Update(ctx, func(tx store.Tx) error { tx.Put(p); return nil }); err != nil {
-						return err
-					}
-				}
-				return nil
-			},
+			name:  "two pools, node without configuration",
+			seed:  twoPools,
 			hello: hello("node-1", 0),
-			want: &lbv1.StreamConfigResponse{Version: 2, Full: true, Pools: []*lbv1.Pool{
-				{Name: "a", Hosts: []string{"a.example.com"}, Backends: []*lbv1.Backend{{Address: "10.0.0.1:80", Weight: 1}, {Address: "10.0.0.3:8080", Weight: 1}}, Version: 2},
-				{Name: "b", Hosts: []string{"b.example.com"}, Backends: []*lbv1.Backend{{Address: "10.0.0.2:80", Weight: 1}}, Version: 1},
-			}},
+			want:  twoPoolsFull,
+		},
+		{
+			name:  "two pools, node at a version before the control plane's first",
+			seed:  twoPools,
+			hello: hello("node-1", 1),
+			held:  store.State{Version: 1, Pools: []poolspec.Pool{{Name: "b", Hosts: []string{"b.example.com"}, Version: 1}}},
+			want:  twoPoolsFull,
+		},
+		{
+			name:  "two pools, node ahead of the control plane",
+			seed:  twoPools,
+			hello: hello("node-1", 3),
+			held:  store.State{Version: 3, Pools: []poolspec.Pool{pool("c")}},
+			want:  twoPoolsFull,
 		},
 		{
 			name: "node already holds the version",
@@ -294,16 +461,15 @@ func TestHelloGetsFullConfigurationFirst(t *testing.T) {
 				return err
 			},
 			hello: hello("node-1", 1),
-			want: &lbv1.StreamConfigResponse{Version: 1, Full: true, Pools: []*lbv1.Pool{
-				{Name: "a", Hosts: []string{"a.example.com"}, Version: 1},
-			}},
+			held:  store.State{Version: 1, Pools: []poolspec.Pool{{Name: "a", Hosts: []string{"a.example.com"}, Version: 1}}},
+			want:  &lbv1.StreamConfigResponse{Version: 1},
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newEnv(t, tt.seed)
 			s := e.open(t, tt.hello)
-			equal(t, "first message", s.recv(t), tt.want)
+			s.recvApply(t, "first message", newReplica(tt.held), tt.want, e.state(t))
 		})
 	}
 }
@@ -311,38 +477,63 @@ func TestHelloGetsFullConfigurationFirst(t *testing.T) {
 func TestCommitsArePushed(t *testing.T) {
 	e := newEnv(t, nil)
 	s := e.connect(t, "node-1")
-	equal(t, "first message", s.recv(t), &lbv1.StreamConfigResponse{Version: 0, Full: true})
+	r := newReplica(store.State{})
+	prev := e.state(t)
+	s.recvApply(t, "first message", r, &lbv1.StreamConfigResponse{Version: 0}, prev)
 
 	steps := []struct {
 		name string
 		fn   func(tx store.Tx)
+		want []string // names of the pools the delta carries
+		gone []string // names of the pools it removes
 	}{
-		{"create a pool", func(tx store.Tx) { tx.Put(pool("web", "10.0.0.1:80")) }},
-		{"create two more", func(tx store.Tx) { tx.Put(pool("api")); tx.Put(pool("zzz", "[2001:db8::1]:443")) }},
-		{"change one", func(tx store.Tx) { tx.Put(pool("web", "10.0.0.1:80", "10.0.0.2:80")) }},
-		{"delete one", func(tx store.Tx) { tx.Delete("api") }},
-		{"delete all", func(tx store.Tx) { tx.Delete("web"); tx.Delete("zzz") }},
+		{"create a pool", func(tx store.Tx) { tx.Put(pool("web", "10.0.0.1:80")) }, []string{"web"}, nil},
+		{"create two more", func(tx store.Tx) { tx.Put(pool("api")); tx.Put(pool("zzz", "[2001:db8::1]:443")) }, []string{"api", "zzz"}, nil},
+		{"change one", func(tx store.Tx) { tx.Put(pool("web", "10.0.0.1:80", "10.0.0.2:80")) }, []string{"web"}, nil},
+		{"delete one", func(tx store.Tx) { tx.Delete("api") }, nil, []string{"api"}},
+		{"change one, delete one", func(tx store.Tx) { tx.Put(pool("zzz")); tx.Delete("web") }, []string{"zzz"}, []string{"web"}},
+		{"delete all", func(tx store.Tx) { tx.Delete("zzz") }, nil, []string{"zzz"}},
+		{"recreate one", func(tx store.Tx) { tx.Put(pool("api", "10.0.0.3:80")) }, []string{"api"}, nil},
 	}
 	for i, step := range steps {
 		v := e.update(t, step.fn)
 		if v != uint64(i+1) {
 			t.Fatalf("%s: committed version %d, want %d", step.name, v, i+1)
 		}
-		equal(t, step.name, s.recv(t), full(e.state(t)))
+		next := e.state(t)
+		m := s.recvApply(t, step.name, r, delta(prev, next), next)
+		// The same, spelled out: nothing but what the step changed.
+		var names []string
+		for _, p := range m.GetPools() {
+			names = append(names, p.GetName())
+		}
+		if !slices.Equal(names, step.want) || !slices.Equal(m.GetRemovedPools(), step.gone) || m.GetFull() {
+			t.Errorf("%s: update carries pools %q and removes %q (full %v), want pools %q and removals %q, not full",
+				step.name, names, m.GetRemovedPools(), m.GetFull(), step.want, step.gone)
+		}
+		prev = next
 	}
 }
 
+// A stream that joins late gets one update straight to the latest version:
+// from version 0, which this control plane published first, that is a delta
+// of every pool (and of the pools deleted since, which it never had).
 func TestLateJoinerGetsOnlyTheLatest(t *testing.T) {
 	e := newEnv(t, nil)
 	early := e.connect(t, "early")
+	var states []store.State
 	for i := range 3 {
 		e.update(t, func(tx store.Tx) { tx.Put(pool(fmt.Sprintf("p%d", i))) })
+		states = append(states, e.state(t))
 	}
 	for m := early.recv(t); m.GetVersion() != 3; m = early.recv(t) {
 	}
 	// Version 3 is published; a new stream starts from it.
 	late := e.connect(t, "late")
-	equal(t, "late joiner's first message", late.recv(t), full(e.state(t)))
+	late.recvApply(t, "late joiner's first message", newReplica(store.State{}), delta(store.State{}, states[2]), states[2])
+	// One that held version 1 gets just what changed since.
+	resumed := e.open(t, hello("resumed", 1))
+	resumed.recvApply(t, "first message from version 1", newReplica(states[0]), delta(states[0], states[2]), states[2])
 }
 
 func TestAckAndNackAreRecorded(t *testing.T) {
@@ -447,8 +638,9 @@ func TestNodesListsOpenStreams(t *testing.T) {
 	waitFor(t, "one node-a to be forgotten", func() bool { return len(e.disc.Nodes()) == 1 })
 
 	// The remaining one still gets updates.
+	prev := e.state(t)
 	e.update(t, func(tx store.Tx) { tx.Put(pool("web")) })
-	equal(t, "update to the remaining stream", a2.recv(t), full(e.state(t)))
+	equalUpdate(t, "update to the remaining stream", a2.recv(t), delta(prev, e.state(t)))
 }
 
 func equalStrings(a, b []string) bool {
@@ -519,13 +711,17 @@ func TestShutdownEndsStreams(t *testing.T) {
 func TestBurstsCoalesceAndConverge(t *testing.T) {
 	e := newEnv(t, nil)
 	s := e.connect(t, "node-1")
-	s.recv(t)
+	r := newReplica(store.State{})
+	s.recvApply(t, "first message", r, &lbv1.StreamConfigResponse{Version: 0}, e.state(t))
 
 	const bursts, perBurst = 5, 20
 	var last uint64
 	for burst := range bursts {
 		for i := range perBurst {
 			e.update(t, func(tx store.Tx) {
+				if i == perBurst-1 && burst%2 == 1 {
+					tx.Delete(fmt.Sprintf("p%d", burst)) // some deletions coalesce too
+				}
 				tx.Put(pool(fmt.Sprintf("p%d", i), fmt.Sprintf("10.0.%d.%d:80", burst, i+1)))
 			})
 		}
@@ -534,16 +730,17 @@ func TestBurstsCoalesceAndConverge(t *testing.T) {
 		for {
 			m := s.recv(t)
 			n++
-			if m.GetVersion() <= last || !m.GetFull() {
-				t.Fatalf("burst %d: got version %d (full %v) after %d, want a newer full configuration", burst, m.GetVersion(), m.GetFull(), last)
+			if m.GetVersion() <= last || m.GetFull() {
+				t.Fatalf("burst %d: got version %d (full %v) after %d, want a newer delta", burst, m.GetVersion(), m.GetFull(), last)
 			}
+			if m.GetVersion() > want {
+				t.Fatalf("burst %d: version %d is beyond the last committed %d", burst, m.GetVersion(), want)
+			}
+			r.apply(t, m)
 			last = m.GetVersion()
 			if last == want {
-				equal(t, fmt.Sprintf("burst %d: last message", burst), m, full(e.state(t)))
+				r.check(t, fmt.Sprintf("burst %d: last message", burst), e.state(t))
 				break
-			}
-			if last > want {
-				t.Fatalf("burst %d: version %d is beyond the last committed %d", burst, last, want)
 			}
 		}
 		if n > perBurst {
@@ -559,32 +756,43 @@ func TestBurstsCoalesceAndConverge(t *testing.T) {
 
 func TestPublishIgnoresOlderVersions(t *testing.T) {
 	e := newServer(t)
-	// A stream that connects before anything is published waits for it.
+	// A stream that connects before anything is published waits for it; its
+	// version 0 is below the first one published, so it gets everything.
 	s := e.connect(t, "node-1")
+	r := newReplica(store.State{})
 	a := pool("a", "10.0.0.1:80")
 	a.Version = 5
-	e.disc.Publish(store.State{Version: 5, Pools: []poolspec.Pool{a}})
-	equal(t, "first message", s.recv(t), full(store.State{Version: 5, Pools: []poolspec.Pool{a}}))
+	st5 := store.State{Version: 5, Pools: []poolspec.Pool{a}}
+	e.disc.Publish(st5)
+	s.recvApply(t, "first message", r, full(st5), st5)
 
 	e.disc.Publish(store.State{Version: 3})
 	e.disc.Publish(store.State{Version: 5})
 	b := pool("b")
 	b.Version = 6
-	e.disc.Publish(store.State{Version: 6, Pools: []poolspec.Pool{a, b}})
-	equal(t, "after older, equal and newer states", s.recv(t), full(store.State{Version: 6, Pools: []poolspec.Pool{a, b}}))
+	st6 := store.State{Version: 6, Pools: []poolspec.Pool{a, b}}
+	e.disc.Publish(st6)
+	s.recvApply(t, "after older, equal and newer states", r, delta(st5, st6), st6)
+	if v := e.disc.Version(); v != 6 {
+		t.Errorf("Version() = %d, want 6", v)
+	}
 
 	// A new stream gets the newest state.
-	equal(t, "late joiner", e.connect(t, "node-2").recv(t), full(store.State{Version: 6, Pools: []poolspec.Pool{a, b}}))
+	e.connect(t, "node-2").recvApply(t, "late joiner", newReplica(store.State{}), full(st6), st6)
 }
 
 func TestVersionZeroIsSentOnce(t *testing.T) {
 	e := newServer(t)
+	if v := e.disc.Version(); v != 0 {
+		t.Errorf("Version() before any Publish = %d, want 0", v)
+	}
 	s := e.connect(t, "node-1")
+	r := newReplica(store.State{})
 	e.disc.Publish(store.State{Version: 0})
-	equal(t, "first message", s.recv(t), &lbv1.StreamConfigResponse{Version: 0, Full: true})
+	s.recvApply(t, "first message", r, &lbv1.StreamConfigResponse{Version: 0}, store.State{})
 	e.disc.Publish(store.State{Version: 0})
 	e.disc.Publish(store.State{Version: 1})
-	equal(t, "second message", s.recv(t), &lbv1.StreamConfigResponse{Version: 1, Full: true})
+	s.recvApply(t, "second message", r, &lbv1.StreamConfigResponse{Version: 1}, store.State{Version: 1})
 }
 
 func TestRunEndsWhenStoreCloses(t *testing.T) {

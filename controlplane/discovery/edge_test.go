@@ -15,8 +15,8 @@ import (
 // hello: that is the protocol error StreamConfig reports for a missing hello,
 // not an unknown failure.
 //
-// BUG (discovery.go, StreamConfig, the first srv.Recv): its io.EOF is
-// returned as the handler's error, which gRPC turns into codes.Unknown "EOF".
+// Regression test: StreamConfig once returned the first Recv's io.EOF as the
+// handler's error, which gRPC turns into codes.Unknown "EOF".
 func TestStreamClosedBeforeHello(t *testing.T) {
 	e := newEnv(t, nil)
 	s := e.open(t, nil)
@@ -29,10 +29,11 @@ func TestStreamClosedBeforeHello(t *testing.T) {
 // Publish promises that a state not newer than the published one is ignored,
 // so the newest of several states published at once must win.
 //
-// BUG (discovery.go, Publish): the check (latest.Load, compare) and the
-// latest.Store are not atomic; two concurrent calls can both pass the check
-// and the older state can be stored last. Streams then sit on the older
-// version, since they never send a version below the one they sent.
+// Regression test: Publish once checked (latest.Load, compare) and stored
+// non-atomically, so two concurrent calls could both pass the check and the
+// older state be stored last. Streams then sat on the older version, since
+// they never send a version below the one they sent. publishMu now
+// serialises Publish.
 //
 // The race is rare per attempt, so this runs rounds for up to 3s (thousands
 // of rounds) and stops at the first lost state.

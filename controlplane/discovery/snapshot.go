@@ -84,6 +84,12 @@ func newSnapshot(prev *snapshot, st store.State) *snapshot {
 	return s
 }
 
+// has reports whether the snapshot holds a pool of that name.
+func (s *snapshot) has(name string) bool {
+	i := sort.Search(len(s.pools), func(i int) bool { return s.pools[i].GetName() >= name })
+	return i < len(s.pools) && s.pools[i].GetName() == name
+}
+
 // from returns the update that takes a data plane holding version held to
 // this snapshot: a delta when held is known to this control plane's history,
 // else the full configuration.
@@ -104,7 +110,12 @@ func (s *snapshot) from(held uint64) *lbv1.StreamConfigResponse {
 	}
 	i := sort.Search(len(s.tombstones), func(i int) bool { return s.tombstones[i].version > held })
 	for _, t := range s.tombstones[i:] {
-		d.RemovedPools = append(d.RemovedPools, t.name)
+		// A pool deleted and created again since held is simply sent
+		// whole; listing it as removed too would depend on the order a
+		// data plane applies the two lists in.
+		if !s.has(t.name) {
+			d.RemovedPools = append(d.RemovedPools, t.name)
+		}
 	}
 	s.deltas[held] = d
 	return d

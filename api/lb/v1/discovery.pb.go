@@ -438,7 +438,8 @@ type StreamConfigResponse struct {
 	Full bool `protobuf:"varint,2,opt,name=full,proto3" json:"full,omitempty"`
 	// Pools, whole.
 	Pools []*Pool `protobuf:"bytes,3,rep,name=pools,proto3" json:"pools,omitempty"`
-	// Names of deleted pools; only when full is false.
+	// Names of deleted pools; only when full is false. A name is never in both
+	// pools and removed_pools.
 	RemovedPools  []string `protobuf:"bytes,4,rep,name=removed_pools,json=removedPools,proto3" json:"removed_pools,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -28,9 +28,11 @@ const (
 //
 // DiscoveryService delivers configuration to data planes.
 //
-// A data plane opens one StreamConfig stream and sends a Hello naming itself.
-// The control plane answers with the full configuration, then with every later
-// change, each stamped with a configuration version that only grows. The data
+// A data plane opens one StreamConfig stream and sends a Hello naming itself
+// and the version it holds. The control plane answers with what the data
+// plane lacks: a delta from that version when it knows it (empty if nothing
+// changed), else the full configuration; then with every later change as a
+// delta, each stamped with a configuration version that only grows. The data
 // plane answers every version with an Ack once it has applied it, or a Nack
 // with the reason when it refused it (it then keeps serving what it had).
 type DiscoveryServiceClient interface {
@@ -65,9 +67,11 @@ type DiscoveryService_StreamConfigClient = grpc.BidiStreamingClient[StreamConfig
 //
 // DiscoveryService delivers configuration to data planes.
 //
-// A data plane opens one StreamConfig stream and sends a Hello naming itself.
-// The control plane answers with the full configuration, then with every later
-// change, each stamped with a configuration version that only grows. The data
+// A data plane opens one StreamConfig stream and sends a Hello naming itself
+// and the version it holds. The control plane answers with what the data
+// plane lacks: a delta from that version when it knows it (empty if nothing
+// changed), else the full configuration; then with every later change as a
+// delta, each stamped with a configuration version that only grows. The data
 // plane answers every version with an Ack once it has applied it, or a Nack
 // with the reason when it refused it (it then keeps serving what it had).
 type DiscoveryServiceServer interface {
