@@ -127,8 +127,8 @@ func TestHelp(t *testing.T) {
 		t.Errorf("lbctl: Short, Long and Example must be set")
 	}
 	paths = append(paths, nil)
-	if len(paths) != 15 {
-		t.Errorf("found %d commands, want 15: %v", len(paths), paths)
+	if len(paths) != 17 {
+		t.Errorf("found %d commands, want 17: %v", len(paths), paths)
 	}
 	for _, p := range paths {
 		for _, h := range []string{"--help", "-h"} {

@@ -8,8 +8,11 @@
 // connected data planes with the configuration version each has applied
 // (fleet) and waits until all have applied a version (wait, or --wait on a
 // change); --if-version makes a change only if the pool has not changed
-// since. Every command prints a table for people by default, or the response
-// message as JSON (-o json) for automation.
+// since. export writes every pool as a YAML document and apply makes the
+// pools match one (creating, updating and deleting pools, each change
+// guarded by the version it was planned against). Every command prints a
+// table for people by default, or the response message as JSON (-o json)
+// for automation.
 //
 // The command line is built with github.com/spf13/cobra. Its whole behaviour
 // is reachable through [Main], which takes the arguments, the output streams

@@ -20,6 +20,9 @@ type rpcError struct {
 	// waitVersion is the version waited for when the call was
 	// WaitForVersion, else 0.
 	waitVersion uint64
+	// retry, when set, is what to do after a change refused because the
+	// pool changed since it was read, instead of reading the pool again.
+	retry string
 }
 
 func (e *rpcError) Error() string { return e.err.Error() }
@@ -104,7 +107,7 @@ func (a *app) describe(err error) string {
 		}
 		return a.unreachable(fmt.Sprintf("no answer within %s (raise --timeout if it is only slow)", a.timeout))
 	case codes.FailedPrecondition:
-		if s := staleText(st, re.pool); s != "" {
+		if s := staleText(st, re.pool, re.retry); s != "" {
 			return s
 		}
 		if msg != "" {
@@ -150,11 +153,16 @@ var staleMessage = regexp.MustCompile(`^pool "([^"]+)" changed since version ([0
 // staleText explains a FAILED_PRECONDITION refusing a change made with
 // --if-version to a pool that changed since, from its
 // google.rpc.PreconditionFailure detail or else its message; pool is the
-// pool the call concerned. It returns "" when st is not such an error.
-func staleText(st *status.Status, pool string) string {
+// pool the call concerned, retry what to do next when not "run 'lbctl pool
+// get NAME' and retry". It returns "" when st is not such an error.
+func staleText(st *status.Status, pool, retry string) string {
 	text := func(name string, expected, current uint64) string {
-		return fmt.Sprintf("pool %q changed since version %d (it is now at version %d); run 'lbctl pool get %s' and retry",
-			name, expected, current, name)
+		next := retry
+		if next == "" {
+			next = fmt.Sprintf("run 'lbctl pool get %s' and retry", name)
+		}
+		return fmt.Sprintf("pool %q changed since version %d (it is now at version %d); %s",
+			name, expected, current, next)
 	}
 	for _, d := range st.Details() {
 		pf, ok := d.(*errdetails.PreconditionFailure)

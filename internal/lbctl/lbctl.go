@@ -88,7 +88,9 @@ func (a *app) main(ctx context.Context, args []string) int {
 // app holds the global options and streams of one lbctl invocation.
 type app struct {
 	stdout, stderr io.Writer
-	getenv         func(string) string
+	// stdin is read by "apply -f -"; os.Stdin when nil.
+	stdin  io.Reader
+	getenv func(string) string
 	// now is the clock, used for ages such as "3m12s ago"; time.Now when
 	// nil.
 	now func() time.Time
@@ -169,7 +171,8 @@ A pool is a named group of backends with the hosts and path prefix that route
 to it. Every change is committed by the control plane as a new configuration
 version, which lbctl prints, and then pushed to the data planes; "lbctl fleet"
 shows which version each data plane has applied, and "lbctl wait" (or --wait
-on a change) waits until all have.
+on a change) waits until all have. "lbctl export" writes every pool as a
+YAML document, and "lbctl apply" makes the pools match such a document.
 
 The control plane address is taken from --controlplane, else from the
 ` + EnvControlPlane + ` environment variable, else ` + DefaultControlPlane + `.`,
@@ -181,6 +184,8 @@ The control plane address is taken from --controlplane, else from the
   lbctl set-weight --pool web 10.0.0.6:8080 5 --if-version 7
   lbctl fleet
   lbctl wait --version 12
+  lbctl export -f lb.yaml
+  lbctl apply -f lb.yaml --dry-run
   LBCTL_CONTROLPLANE=cp.internal:7400 lbctl pool get web -o json`,
 		Args:              cobra.ArbitraryArgs,
 		RunE:              groupRun,
@@ -209,6 +214,8 @@ The control plane address is taken from --controlplane, else from the
 		a.newUndrainBackendCmd(),
 		a.newFleetCmd(),
 		a.newWaitCmd(),
+		a.newExportCmd(),
+		a.newApplyCmd(),
 		a.newVersionCmd(),
 	)
 	return root
