@@ -772,11 +772,10 @@ type UpdatePoolRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Pool to update, found by name, carrying the new field values.
 	Pool *Pool `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
-	// Fields to replace: "hosts", "path_prefix", "backends", "upstream" (all of
-	// it) or one upstream field ("upstream.protocol", "upstream.tls",
-	// "upstream.sni", "upstream.ca_pem", "upstream.insecure_skip_verify",
-	// "upstream.client_cert_pem", "upstream.client_key_pem",
-	// "upstream.host_header"). Empty: hosts, path_prefix, backends and upstream.
+	// Fields to replace: any of "hosts", "path_prefix", "backends",
+	// "upstream", "load_balancing", "health_check", "outlier_detection",
+	// "retry", "timeouts", or one field of those messages
+	// ("upstream.sni", "health_check.interval"). Empty: all nine.
 	UpdateMask *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
 	// When set, the change is made only if the pool's version (Pool.version,
 	// the configuration version in which it last changed) is still this one;
