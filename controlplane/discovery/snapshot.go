@@ -32,6 +32,13 @@ type snapshot struct {
 	// version this control plane published, or later once old tombstones
 	// were forgotten.
 	horizon uint64
+	// published lists, ascending, the versions this control plane published
+	// since horizon. A delta is only computed from one of them: a version
+	// it never saw (another replica's, or one its store watch coalesced)
+	// may hide a pool created and deleted in between, which only a full
+	// snapshot removes. Appended in place by the next snapshot; each
+	// snapshot reads only its own length.
+	published []uint64
 
 	// mu guards deltas.
 	mu sync.Mutex
@@ -46,9 +53,11 @@ type snapshot struct {
 func newSnapshot(prev *snapshot, st store.State) *snapshot {
 	s := &snapshot{version: st.Version, horizon: st.Version, deltas: make(map[uint64]*lbv1.StreamConfigResponse)}
 	var old map[string]*lbv1.Pool
+	s.published = []uint64{st.Version}
 	if prev != nil {
 		s.horizon = prev.horizon
 		s.tombstones = prev.tombstones
+		s.published = append(prev.published, st.Version)
 		old = make(map[string]*lbv1.Pool, len(prev.pools))
 		for _, p := range prev.pools {
 			old[p.GetName()] = p
@@ -79,9 +88,19 @@ func newSnapshot(prev *snapshot, st store.State) *snapshot {
 			s.horizon = s.tombstones[n-1].version
 			s.tombstones = s.tombstones[n:]
 		}
+		if n := len(s.published) - maxTombstones; n > 0 {
+			s.published = append([]uint64(nil), s.published[n:]...)
+			s.horizon = max(s.horizon, s.published[0])
+		}
 	}
 	s.full = &lbv1.StreamConfigResponse{Version: s.version, Full: true, Pools: s.pools}
 	return s
+}
+
+// knows reports whether this control plane published version v.
+func (s *snapshot) knows(v uint64) bool {
+	i := sort.Search(len(s.published), func(i int) bool { return s.published[i] >= v })
+	return i < len(s.published) && s.published[i] == v
 }
 
 // has reports whether the snapshot holds a pool of that name.
@@ -94,7 +113,7 @@ func (s *snapshot) has(name string) bool {
 // this snapshot: a delta when held is known to this control plane's history,
 // else the full configuration.
 func (s *snapshot) from(held uint64) *lbv1.StreamConfigResponse {
-	if held < s.horizon || held > s.version {
+	if held < s.horizon || held > s.version || !s.knows(held) {
 		return s.full
 	}
 	s.mu.Lock()

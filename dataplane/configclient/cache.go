@@ -87,7 +87,7 @@ func (c *Client) loadCache() (bool, error) {
 	if !resp.GetFull() {
 		return false, fmt.Errorf("%s does not hold a full configuration", path)
 	}
-	if err := c.apply(resp); err != nil {
+	if err := c.apply(resp, true); err != nil {
 		return false, fmt.Errorf("apply %s: %w", path, err)
 	}
 	return true, nil

@@ -196,7 +196,6 @@ func (c *Client) Run(ctx context.Context) error {
 	case err != nil:
 		c.log.Error("cached configuration not usable; waiting for the control plane", "error", err)
 	case ok:
-		c.setStatus(func(s *Status) { s.FromCache = true })
 		c.log.Warn("serving cached configuration until the control plane is reached",
 			"version", c.Status().Config.Version, "cache_dir", c.cfg.CacheDir)
 	}
@@ -292,7 +291,7 @@ func (c *Client) stream(ctx context.Context, client lbv1.DiscoveryServiceClient)
 				c.log.Info("connected to control plane", "control_plane", c.cfg.Address, "node", c.cfg.NodeID, "peer", peerOf(ctx, s))
 			}
 			var reply *lbv1.StreamConfigRequest
-			if err := c.apply(resp); err != nil {
+			if err := c.apply(resp, false); err != nil {
 				c.log.Error("configuration refused", "version", resp.GetVersion(), "error", err)
 				c.setStatus(func(s *Status) { s.LastError = err.Error() })
 				reply = &lbv1.StreamConfigRequest{Kind: &lbv1.StreamConfigRequest_Nack{Nack: &lbv1.Nack{Version: resp.GetVersion(), Reason: err.Error()}}}
@@ -328,7 +327,7 @@ func (c *Client) healthReport() *lbv1.HealthReport {
 }
 
 // apply validates one update, builds its table and publishes it.
-func (c *Client) apply(resp *lbv1.StreamConfigResponse) error {
+func (c *Client) apply(resp *lbv1.StreamConfigResponse, fromCache bool) error {
 	cur := c.Status().Config
 	next, err := merge(cur, resp)
 	if err != nil {
@@ -365,9 +364,9 @@ func (c *Client) apply(resp *lbv1.StreamConfigResponse) error {
 		s.Config = next
 		s.AppliedAt = time.Now()
 		s.LastError = ""
-		s.FromCache = false
+		s.FromCache = fromCache
 	})
-	if c.cfg.CacheDir != "" {
+	if c.cfg.CacheDir != "" && !fromCache {
 		if err := c.writeCache(next.Version); err != nil {
 			c.log.Error("cannot cache the applied configuration", "error", err)
 		}

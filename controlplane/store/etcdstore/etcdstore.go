@@ -22,6 +22,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sort"
 	"strings"
 	"sync"
@@ -46,6 +47,9 @@ type Config struct {
 
 // Store is a store.Store in etcd.
 type Store struct {
+	// mu serialises this replica's updates, so only other replicas'
+	// writes can make a transaction retry.
+	mu     sync.Mutex
 	cli    *clientv3.Client
 	pools  string // key prefix of pools
 	guard  string // key rewritten by every change
@@ -55,8 +59,9 @@ type Store struct {
 
 var _ store.Store = (*Store)(nil)
 
-// maxConflicts bounds the retries of an Update that keeps losing races.
-const maxConflicts = 20
+// maxConflicts bounds the retries of an Update that keeps losing races
+// with other replicas; retries back off with jitter.
+const maxConflicts = 100
 
 // Open connects to etcd and checks that it answers.
 func Open(ctx context.Context, cfg Config) (*Store, error) {
@@ -89,6 +94,11 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 
 // Read implements store.Store.
 func (s *Store) Read(ctx context.Context) (store.State, error) {
+	select {
+	case <-s.closed:
+		return store.State{}, fmt.Errorf("etcdstore read: %w", store.ErrClosed)
+	default:
+	}
 	resp, err := s.cli.Get(ctx, s.pools, clientv3.WithPrefix())
 	if err != nil {
 		return store.State{}, s.wrap("read", err)
@@ -107,7 +117,25 @@ func (s *Store) Read(ctx context.Context) (store.State, error) {
 
 // Update implements store.Store.
 func (s *Store) Update(ctx context.Context, fn func(tx store.Tx) error) (uint64, error) {
+	select {
+	case <-s.closed:
+		return 0, fmt.Errorf("etcdstore update: %w", store.ErrClosed)
+	default:
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	for attempt := 0; attempt < maxConflicts; attempt++ {
+		if attempt > 0 {
+			// Another replica won the race: wait a little, then re-read.
+			d := time.Duration(rand.Int64N(int64(min(attempt, 10)) * int64(2*time.Millisecond)))
+			t := time.NewTimer(d)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return 0, ctx.Err()
+			case <-t.C:
+			}
+		}
 		resp, err := s.cli.Txn(ctx).Then(
 			clientv3.OpGet(s.pools, clientv3.WithPrefix()),
 			clientv3.OpGet(s.guard),
