@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/lb-project/lb/internal/etcdtest"
 	"reflect"
 	"sort"
 	"strings"
@@ -158,7 +159,7 @@ func noSignal(t *testing.T, ch <-chan struct{}, what string) {
 func TestOpenEmpty(t *testing.T) {
 	ctx := testCtx(t)
 	s, srv := openStore(t)
-	cli := srv.rawClient(t)
+	cli := rawClientOf(srv, t)
 	// Before the first change there are no pools; the version is the
 	// revision the state was read at (etcd starts at 1).
 	assertState(t, mustRead(t, ctx, s), store.State{Version: revision(t, ctx, cli)})
@@ -185,7 +186,7 @@ func TestOpenNeedsEndpoints(t *testing.T) {
 func TestOpenUnreachableFailsInBoundedTime(t *testing.T) {
 	// Loopback ports nobody listens on: connections are refused at once, and
 	// the client keeps retrying until the dial timeout or the context ends.
-	ports := etcdFreePorts(t, 2)
+	ports := etcdtest.FreePorts(t, 2)
 	one := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
 	two := fmt.Sprintf("http://127.0.0.1:%d", ports[1])
 
@@ -372,7 +373,7 @@ func TestStoredLayout(t *testing.T) {
 	ctx := testCtx(t)
 	srv := startEtcd(t)
 	s := open(t, srv, "/custom") // normalised to "/custom/"
-	cli := srv.rawClient(t)
+	cli := rawClientOf(srv, t)
 	full := poolspec.Pool{
 		Name:       "web",
 		Hosts:      []string{"a.example.com", "b.example.com"},
@@ -420,7 +421,7 @@ func TestUpdateErrorWritesNothing(t *testing.T) {
 	wrapped := fmt.Errorf("checking pool: %w", sentinel)
 
 	srv := startEtcd(t)
-	cli := srv.rawClient(t)
+	cli := rawClientOf(srv, t)
 	tests := []struct {
 		name string
 		err  error // what fn returns after writing
@@ -474,7 +475,7 @@ func TestUpdateErrorWritesNothing(t *testing.T) {
 func TestNoOpUpdateReturnsCurrentVersion(t *testing.T) {
 	ctx := testCtx(t)
 	s, srv := openStore(t)
-	cli := srv.rawClient(t)
+	cli := rawClientOf(srv, t)
 	v := mustUpdate(t, ctx, s, put(pool("a", 0)))
 	watch := s.Watch(ctx)
 
@@ -922,7 +923,7 @@ func TestConcurrentCloseIsSafe(t *testing.T) {
 func TestCorruptPoolIsReported(t *testing.T) {
 	ctx := testCtx(t)
 	s, srv := openStore(t)
-	cli := srv.rawClient(t)
+	cli := rawClientOf(srv, t)
 	mustUpdate(t, ctx, s, put(pool("good", 0)))
 	// Damage one record behind the store's back.
 	if _, err := cli.Put(ctx, "/lb/pools/bad", "{not json"); err != nil {
