@@ -164,26 +164,45 @@ var ErrRefused = errors.New("refused by a data plane")
 func (s *Server) WaitAcked(ctx context.Context, version uint64) ([]NodeStatus, []NodeStatus, error) {
 	for {
 		change := s.ackChange()
-		nodes := s.Nodes()
-		var lag []NodeStatus
-		for _, n := range nodes {
-			if n.AckedVersion >= version {
-				continue
-			}
-			if n.NackedVersion >= version {
-				return nodes, []NodeStatus{n}, fmt.Errorf("data plane %s refused version %d: %s: %w", n.NodeID, n.NackedVersion, n.NackReason, ErrRefused)
-			}
-			lag = append(lag, n)
+		// Only laggards are copied while waiting: with a large fleet, most
+		// wake-ups find most data planes done.
+		lag, refused := s.laggards(version)
+		if refused != nil {
+			return s.Nodes(), []NodeStatus{*refused}, fmt.Errorf("data plane %s refused version %d: %s: %w",
+				refused.NodeID, refused.NackedVersion, refused.NackReason, ErrRefused)
 		}
 		if len(lag) == 0 {
-			return nodes, nil, nil
+			return s.Nodes(), nil, nil
 		}
 		select {
 		case <-ctx.Done():
-			return nodes, lag, ctx.Err()
+			return s.Nodes(), lag, ctx.Err()
 		case <-change:
 		}
 	}
+}
+
+// laggards returns the connected data planes that have not acknowledged
+// version, or the first that refused it.
+func (s *Server) laggards(version uint64) (lag []NodeStatus, refused *NodeStatus) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for st := range s.streams {
+		st.mu.Lock()
+		acked, nacked := st.status.AckedVersion, st.status.NackedVersion
+		if acked < version {
+			n := st.status
+			st.mu.Unlock()
+			if nacked >= version {
+				return nil, &n
+			}
+			lag = append(lag, n)
+			continue
+		}
+		st.mu.Unlock()
+	}
+	sort.Slice(lag, func(i, j int) bool { return lag[i].NodeID < lag[j].NodeID })
+	return lag, nil
 }
 
 // NodeStatus is what the control plane knows of one connected data plane.
