@@ -11,8 +11,6 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -130,8 +128,10 @@ func (a *app) waitFor(ctx context.Context, c lbv1.AdminServiceClient, version ui
 	if err == nil {
 		return resp, nil
 	}
-	if status.Code(err) == codes.DeadlineExceeded && ctx.Err() == nil && errors.Is(wctx.Err(), context.DeadlineExceeded) {
-		// Our own deadline passed: the control plane did not answer.
+	// Our own deadline passed (or the server's copy of it, a hair earlier,
+	// reset the stream): the control plane did not answer. A control plane
+	// that answers does so at the wait timeout, long before this deadline.
+	if dl, ok := wctx.Deadline(); ctx.Err() == nil && ok && time.Until(dl) < 250*time.Millisecond {
 		return nil, errors.New(a.unreachable(fmt.Sprintf("no answer within %s while waiting for version %d",
 			durText(timeout+waitGrace), version)))
 	}

@@ -253,8 +253,11 @@ func TestWaitNoAnswer(t *testing.T) {
 		t.Skip("takes 5s")
 	}
 	t.Parallel()
-	f := &fakeAdmin{block: true}
+	// The server never answers (its handler ignores the call's deadline),
+	// so only lbctl's own deadline ends the call.
+	f := &fakeAdmin{hang: make(chan struct{})}
 	addr := startServer(t, f)
+	t.Cleanup(func() { close(f.hang) }) // runs before the server stops
 	got := runCLI(t, nil, "--controlplane", addr, "wait", "--version", "4", "--timeout", "100ms")
 	want := "lbctl: cannot reach the control plane at " + addr +
 		": no answer within 5.1s while waiting for version 4; is lb-controlplane running? (set --controlplane or LBCTL_CONTROLPLANE)\n"

@@ -28,6 +28,9 @@ type fakeAdmin struct {
 	resp  proto.Message
 	err   error
 	block bool
+	// hang, when set, makes every call wait for it to be closed, ignoring
+	// the call's own deadline: a server that never answers.
+	hang chan struct{}
 
 	// waitResp and waitErr, when either is set, answer WaitForVersion
 	// instead of resp and err, so that a change with --wait gets resp and
@@ -62,6 +65,10 @@ func answer[T proto.Message](ctx context.Context, f *fakeAdmin, req proto.Messag
 	f.mu.Lock()
 	f.reqs = append(f.reqs, proto.Clone(req))
 	f.mu.Unlock()
+	if f.hang != nil {
+		<-f.hang
+		return zero, status.Error(codes.Unavailable, "test: released")
+	}
 	if f.block {
 		<-ctx.Done()
 		return zero, status.FromContextError(ctx.Err()).Err()
