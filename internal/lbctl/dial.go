@@ -3,10 +3,13 @@ package lbctl
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	lbv1 "github.com/lb-project/lb/api/lb/v1"
 )
@@ -68,8 +71,28 @@ func (a *app) withConn(ctx context.Context, fn func(c lbv1.AdminServiceClient) e
 // --timeout.
 func (a *app) withClient(ctx context.Context, fn func(ctx context.Context, c lbv1.AdminServiceClient) error) error {
 	return a.withConn(ctx, func(c lbv1.AdminServiceClient) error {
-		ctx, cancel := context.WithTimeout(ctx, a.timeout)
+		callCtx, cancel := context.WithTimeout(ctx, a.timeout)
 		defer cancel()
-		return fn(ctx, c)
+		err := fn(callCtx, c)
+		if err != nil && ctx.Err() == nil && ranOutOfTime(callCtx, err) {
+			// The server's copy of the deadline can fire a hair before
+			// ours and reset the stream: report it as the timeout it is.
+			return status.Error(codes.DeadlineExceeded, "no answer before the deadline")
+		}
+		return err
 	})
+}
+
+// ranOutOfTime reports whether err ended a call at (or within a hair of)
+// its deadline without a real answer from the server.
+func ranOutOfTime(ctx context.Context, err error) bool {
+	dl, ok := ctx.Deadline()
+	if !ok || time.Until(dl) > 250*time.Millisecond {
+		return false
+	}
+	switch status.Code(err) {
+	case codes.DeadlineExceeded, codes.Canceled, codes.Internal, codes.Unknown:
+		return true
+	}
+	return false
 }
