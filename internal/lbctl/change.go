@@ -128,10 +128,9 @@ func (a *app) waitFor(ctx context.Context, c lbv1.AdminServiceClient, version ui
 	if err == nil {
 		return resp, nil
 	}
-	// Our own deadline passed (or the server's copy of it, a hair earlier,
-	// reset the stream): the control plane did not answer. A control plane
-	// that answers does so at the wait timeout, long before this deadline.
-	if dl, ok := wctx.Deadline(); ctx.Err() == nil && ok && time.Until(dl) < 250*time.Millisecond {
+	// Our own deadline passed: the control plane did not answer (one that
+	// answers does so at the wait timeout, long before this deadline).
+	if ctx.Err() == nil && ranOutOfTime(wctx, err) {
 		return nil, errors.New(a.unreachable(fmt.Sprintf("no answer within %s while waiting for version %d",
 			durText(timeout+waitGrace), version)))
 	}

@@ -84,7 +84,9 @@ func (a *app) withClient(ctx context.Context, fn func(ctx context.Context, c lbv
 }
 
 // ranOutOfTime reports whether err ended a call at (or within a hair of)
-// its deadline without a real answer from the server.
+// its deadline without a real answer from the server. The server's copy of
+// the deadline can fire a hair before the client's and reset the stream, so
+// the status code alone does not tell.
 func ranOutOfTime(ctx context.Context, err error) bool {
 	dl, ok := ctx.Deadline()
 	if !ok || time.Until(dl) > 250*time.Millisecond {
