@@ -11,21 +11,29 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/net/http2"
 
+	"github.com/lb-project/lb/dataplane/accesslog"
 	"github.com/lb-project/lb/dataplane/admin"
 	"github.com/lb-project/lb/dataplane/certs"
 	"github.com/lb-project/lb/dataplane/configclient"
 	"github.com/lb-project/lb/dataplane/h1guard"
 	"github.com/lb-project/lb/dataplane/health"
+	"github.com/lb-project/lb/dataplane/metrics"
 	"github.com/lb-project/lb/dataplane/proxy"
 	"github.com/lb-project/lb/dataplane/routing"
+	"github.com/lb-project/lb/dataplane/stats"
 	"github.com/lb-project/lb/dataplane/upstream"
 )
 
@@ -60,9 +68,16 @@ type Config struct {
 	// WebSocketIdleTimeout closes upgraded connections idle this long.
 	// Default 10m.
 	WebSocketIdleTimeout time.Duration
-	// DrainTimeout bounds how long shutdown waits for requests in flight.
-	// Default 10s.
+	// DrainTimeout bounds how long shutdown waits for requests in flight
+	// and open WebSocket tunnels; tunnels still open then get a close frame
+	// (1001 going away). Default 10s.
 	DrainTimeout time.Duration
+	// AccessLog receives one line per request; nil: no access log.
+	AccessLog io.Writer
+	// AccessLogFormat is the access log's format.
+	AccessLogFormat accesslog.Format
+	// LogLevel, when set, is served at /log-level on the admin listener.
+	LogLevel http.Handler
 	// Logger receives every log line. Default: hclog's default logger.
 	Logger hclog.Logger
 }
@@ -117,6 +132,7 @@ func Run(ctx context.Context, cfg Config, reload <-chan struct{}) error {
 	}
 
 	var table routing.Current
+	var conns stats.Conns
 	transports := upstream.NewCache(upstream.Options{})
 	checker := health.New(log.Named("health"), nil)
 	defer checker.Close()
@@ -160,7 +176,24 @@ func Run(ctx context.Context, cfg Config, reload <-chan struct{}) error {
 	}
 
 	errLog := log.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true, ForceLevel: hclog.Debug})
-	handler := proxy.New(proxy.Config{Table: &table, WebSocketIdleTimeout: cfg.WebSocketIdleTimeout, Logger: log.Named("proxy")})
+	proxyCfg := proxy.Config{Table: &table, WebSocketIdleTimeout: cfg.WebSocketIdleTimeout, Logger: log.Named("proxy")}
+	var access *accesslog.Logger
+	if cfg.AccessLog != nil {
+		access = accesslog.New(cfg.AccessLog, cfg.AccessLogFormat, 0)
+		proxyCfg.AccessLog = access
+	}
+	handler := proxy.New(proxyCfg)
+	msrc := metrics.Sources{Tables: &table, Status: cc, Unrouted: handler.Unrouted(), Conns: &conns,
+		Dials: transports.Dials(), Tunnels: handler}
+	if certStore != nil {
+		msrc.Certs = certStore
+	}
+	if access != nil {
+		msrc.AccessLog = access
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		metrics.New(msrc))
 	newProxyServer := func(protos *http.Protocols) *http.Server {
 		return &http.Server{
 			Handler:           handler,
@@ -178,7 +211,8 @@ func Run(ctx context.Context, cfg Config, reload <-chan struct{}) error {
 	plainProtos.SetUnencryptedHTTP2(true)
 	servers := []*http.Server{newProxyServer(plainProtos)}
 	adminSrv := &http.Server{
-		Handler:           admin.Handler(cfg.NodeID, cfg.ControlPlane, cc, &table),
+		Handler: admin.Handler(admin.Config{NodeID: cfg.NodeID, ControlPlane: cfg.ControlPlane, Status: cc, Tables: &table,
+			Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: errLog}), LogLevel: cfg.LogLevel}),
 		ReadHeaderTimeout: 5 * time.Second,
 		ErrorLog:          errLog,
 	}
@@ -192,8 +226,16 @@ func Run(ctx context.Context, cfg Config, reload <-chan struct{}) error {
 		go func() { errc <- fn() }()
 	}
 	goRun(func() error { return cc.Run(runCtx) })
+	// The access log outlives the drain, so requests finishing during it
+	// are logged; it is stopped last.
+	accessCtx, stopAccess := context.WithCancel(context.Background())
+	defer stopAccess()
+	if access != nil {
+		goRun(func() error { return access.Run(accessCtx) })
+	}
 	plainSrv := servers[0]
-	goRun(func() error { return serve(plainSrv, h1guard.Listener{Listener: proxyLis}, "proxy") })
+	counted := stats.Listener{Listener: proxyLis, Conns: &conns, Kind: stats.ListenerHTTP}
+	goRun(func() error { return serve(plainSrv, h1guard.Listener{Listener: counted}, "proxy") })
 	goRun(func() error { return serve(adminSrv, adminLis, "admin") })
 	if certStore != nil {
 		// The TLS listener negotiates HTTP/2 or HTTP/1.1 by ALPN; tlsMux
@@ -206,7 +248,7 @@ func Run(ctx context.Context, cfg Config, reload <-chan struct{}) error {
 			return fmt.Errorf("dataplane: configure HTTP/2: %w", err)
 		}
 		mux := &tlsMux{ln: tlsLis, tlsConfig: certStore.TLSConfig(), h1: newChanListener(tlsLis.Addr()),
-			h2: h2srv, srv: tlsSrv, log: log.Named("tls")}
+			h2: h2srv, srv: tlsSrv, conns: &conns, log: log.Named("tls")}
 		servers = append(servers, tlsSrv)
 		goRun(func() error { return serve(tlsSrv, mux.h1, "TLS") })
 		goRun(func() error {
@@ -234,14 +276,26 @@ func Run(ctx context.Context, cfg Config, reload <-chan struct{}) error {
 	}
 	drainCtx, drainCancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
 	defer drainCancel()
+	// Shutdown stops accepting, sends HTTP/2 GOAWAY, closes idle
+	// connections and waits for requests in flight; the servers drain
+	// together. WebSocket tunnels (hijacked, so not the servers' concern)
+	// drain meanwhile and get a close frame at the deadline.
+	var drained sync.WaitGroup
 	for _, srv := range servers {
-		if err := srv.Shutdown(drainCtx); err != nil {
-			log.Warn("drain timed out; closing remaining connections", "error", err)
-			srv.Close()
-		}
+		drained.Add(1)
+		go func() {
+			defer drained.Done()
+			if err := srv.Shutdown(drainCtx); err != nil {
+				log.Warn("drain timed out; closing remaining connections", "error", err)
+				srv.Close()
+			}
+		}()
 	}
+	handler.CloseTunnels(drainCtx)
+	drained.Wait()
 	adminSrv.Close()
 	cancel()
+	stopAccess()
 	transports.CloseIdleConnections()
 	for ; pending > 0; pending-- {
 		if err := <-errc; err != nil && runErr == nil {

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/lb-project/lb/dataplane/h1guard"
+	"github.com/lb-project/lb/dataplane/stats"
 )
 
 // tlsMux serves the TLS listener: it completes each handshake itself, hands
@@ -25,6 +26,7 @@ type tlsMux struct {
 	h1        *chanListener
 	h2        *http2.Server
 	srv       *http.Server
+	conns     *stats.Conns
 	log       hclog.Logger
 
 	// wg counts handshake goroutines and HTTP/2 connections.
@@ -58,16 +60,18 @@ func (m *tlsMux) serve(ctx context.Context) error {
 }
 
 func (m *tlsMux) handle(ctx context.Context, c net.Conn) {
-	tc := tls.Server(c, m.tlsConfig)
+	counted := stats.Track(c, m.conns, stats.ListenerHTTPS)
+	tc := tls.Server(counted, m.tlsConfig)
 	hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
 	err := tc.HandshakeContext(hctx)
 	cancel()
 	if err != nil {
 		m.log.Debug("TLS handshake failed", "client", c.RemoteAddr().String(), "error", err)
-		c.Close()
+		counted.Close()
 		return
 	}
 	if tc.ConnectionState().NegotiatedProtocol == http2.NextProtoTLS {
+		counted.SetProto(stats.ProtoHTTP2)
 		m.h2.ServeConn(tc, &http2.ServeConnOpts{Context: ctx, BaseConfig: m.srv, Handler: m.srv.Handler})
 		return
 	}

@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/lb-project/lb/dataplane"
+	"github.com/lb-project/lb/dataplane/accesslog"
 	"github.com/lb-project/lb/dataplane/certs"
 	"github.com/lb-project/lb/internal/logging"
 )
@@ -43,7 +45,9 @@ func main() {
 	reloadEvery := fs.Duration("cert-reload-interval", 2*time.Second, "how often certificate files are checked for changes (SIGHUP reloads at once)")
 	adminListen := fs.String("admin-listen", "127.0.0.1:9901", "admin HTTP listen `address` (/healthz, /readyz, /config)")
 	wsIdle := fs.Duration("websocket-idle-timeout", 10*time.Minute, "close WebSocket (upgraded) connections idle this long in both directions")
-	drain := fs.Duration("drain-timeout", 10*time.Second, "how long shutdown waits for requests in flight")
+	drain := fs.Duration("drain-timeout", 10*time.Second, "how long shutdown (SIGTERM, SIGINT, or a handover to a successor) waits for requests in flight and WebSocket tunnels; tunnels still open then get a close frame 1001 (going away)")
+	accessLog := fs.String("access-log", "off", "access log `destination`: off, stdout, stderr, or a file path (opened for appending)")
+	accessFormat := fs.String("access-log-format", "json", "access log `format`: json or logfmt")
 	logLevel := fs.String("log-level", "info", "log `level`: "+logging.Levels)
 	logFormat := fs.String("log-format", "text", "log `format`: "+logging.Formats)
 	fs.Usage = func() {
@@ -64,6 +68,14 @@ func main() {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "lb-dataplane:", err)
 		os.Exit(2)
+	}
+	accessOut, accessFmt, err := openAccessLog(*accessLog, *accessFormat)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "lb-dataplane:", err)
+		os.Exit(2)
+	}
+	if c, ok := accessOut.(io.Closer); ok && accessOut != os.Stdout && accessOut != os.Stderr {
+		defer c.Close()
 	}
 	cpTLS, err := controlPlaneTLS(*cpCA, *cpCert, *cpKey)
 	if err != nil {
@@ -91,11 +103,33 @@ func main() {
 		ControlPlane: *cp, CacheDir: *cacheDir, ControlPlaneTLS: cpTLS, NodeID: *nodeID, Listen: *listen, AdminListen: *adminListen,
 		TLSListen: *tlsListen, TLSCerts: pairs, TLSDir: *tlsDir, CertReloadInterval: *reloadEvery,
 		WebSocketIdleTimeout: *wsIdle, DrainTimeout: *drain, Logger: log,
+		AccessLog: accessOut, AccessLogFormat: accessFmt,
 	}, reload)
 	if err != nil {
 		log.Error("exiting", "error", err)
 		os.Exit(1)
 	}
+}
+
+// openAccessLog opens the --access-log destination; nil for "off".
+func openAccessLog(dest, format string) (io.Writer, accesslog.Format, error) {
+	f, err := accesslog.ParseFormat(format)
+	if err != nil {
+		return nil, 0, fmt.Errorf("--access-log-format: %w", err)
+	}
+	switch dest {
+	case "", "off":
+		return nil, f, nil
+	case "stdout":
+		return os.Stdout, f, nil
+	case "stderr":
+		return os.Stderr, f, nil
+	}
+	file, err := os.OpenFile(dest, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	if err != nil {
+		return nil, 0, fmt.Errorf("--access-log: %w", err)
+	}
+	return file, f, nil
 }
 
 // controlPlaneTLS builds the TLS configuration towards the control plane

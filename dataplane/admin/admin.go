@@ -4,6 +4,8 @@
 //	/readyz   200 once a configuration is applied, 503 before
 //	/config   the applied configuration and its version, as JSON
 //	/backends every backend's health, ejection, draining and in-flight count
+//	/metrics  Prometheus metrics (when configured)
+//	/log-level the log level: GET reads it, PUT sets it (when configured)
 package admin
 
 import (
@@ -57,9 +59,30 @@ type BackendView struct {
 	InFlight int64  `json:"in_flight"`
 }
 
+// Config configures the admin endpoints.
+type Config struct {
+	// NodeID and ControlPlane are shown on /config.
+	NodeID, ControlPlane string
+	// Status reports what the data plane applied.
+	Status StatusSource
+	// Tables gives the routing table in use.
+	Tables TableSource
+	// Metrics serves /metrics; nil: not served.
+	Metrics http.Handler
+	// LogLevel serves /log-level; nil: not served.
+	LogLevel http.Handler
+}
+
 // Handler returns the admin endpoints' handler.
-func Handler(nodeID, controlPlane string, src StatusSource, tables TableSource) http.Handler {
+func Handler(cfg Config) http.Handler {
+	nodeID, controlPlane, src, tables := cfg.NodeID, cfg.ControlPlane, cfg.Status, cfg.Tables
 	mux := http.NewServeMux()
+	if cfg.Metrics != nil {
+		mux.Handle("GET /metrics", cfg.Metrics)
+	}
+	if cfg.LogLevel != nil {
+		mux.Handle("/log-level", cfg.LogLevel)
+	}
 	mux.HandleFunc("GET /backends", func(w http.ResponseWriter, _ *http.Request) {
 		views := []BackendView{}
 		if t := tables.Load(); t != nil {

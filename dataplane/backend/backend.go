@@ -12,12 +12,16 @@ package backend
 import (
 	"sync/atomic"
 	"time"
+
+	"github.com/lb-project/lb/dataplane/stats"
 )
 
 // State is one backend's runtime state. Create it with New.
 type State struct {
 	// Address is the backend's HOST:PORT.
 	Address string
+	// Stats are the request counters of the backend in its pool.
+	Stats stats.Backend
 
 	inFlight atomic.Int64
 	// unhealthy is set by active health checks.
@@ -91,6 +95,7 @@ func (s *State) RecordFailure() int32 { return s.consecutiveFailures.Add(1) }
 // the ejection's length. The consecutive-failure count restarts.
 func (s *State) Eject(now time.Time, base time.Duration) time.Duration {
 	n := s.ejections.Add(1) - 1
+	s.Stats.Ejections.Add(1)
 	d := base << min(n, 4)
 	d = min(d, 10*base)
 	s.ejectedUntil.Store(now.Add(d).UnixNano())

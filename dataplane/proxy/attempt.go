@@ -35,8 +35,9 @@ const panicLogInterval = 10 * time.Second
 // a connection could not be established or broke before any response and a
 // retry is safe. It returns the response with the chosen backend's index;
 // the caller must call pool.States[idx].End() when done with it. On error,
-// idx names the last backend tried (or is 0 with errNoBackend).
-func (h *Handler) roundTrip(r *http.Request, pool *routing.Pool, upgrade string) (*http.Response, int, error) {
+// idx names the last backend tried (or is 0 with errNoBackend). It notes
+// retries and request body bytes in o.
+func (h *Handler) roundTrip(r *http.Request, pool *routing.Pool, upgrade string, o *outcome) (*http.Response, int, error) {
 	outreq := prepareOutbound(r, pool, upgrade)
 	var rt http.RoundTripper = h.transport
 	if pool.Transport != nil {
@@ -44,6 +45,7 @@ func (h *Handler) roundTrip(r *http.Request, pool *routing.Pool, upgrade string)
 	}
 	key := hashKey(pool, r)
 	body, replay := replayableBody(r)
+	o.body, o.bytesIn = body, int64(len(replay))
 	var tried uint64
 	attempts := int(pool.Retries) + 1
 	for attempt := 1; ; attempt++ {
@@ -67,8 +69,10 @@ func (h *Handler) roundTrip(r *http.Request, pool *routing.Pool, upgrade string)
 		}
 		st := pool.States[idx]
 		st.Begin()
+		st.Stats.UpstreamRequests.Add(1)
 		resp, err := rt.RoundTrip(outreq)
 		if err == nil {
+			pool.Stats.Upstream.Observe(time.Since(now))
 			if resp.StatusCode >= 500 {
 				h.recordFailure(pool, idx, "status "+resp.Status)
 			} else {
@@ -88,6 +92,8 @@ func (h *Handler) roundTrip(r *http.Request, pool *routing.Pool, upgrade string)
 		if sel < 64 {
 			tried |= 1 << sel
 		}
+		o.retries++
+		pool.Stats.Retries.Add(1)
 		h.log.Debug("retrying on another backend", "pool", pool.Name, "failed_peer", addr, "attempt", attempt, "error", err)
 	}
 }
@@ -107,11 +113,14 @@ func (h *Handler) recordFailure(pool *routing.Pool, idx int, reason string) {
 type trackedBody struct {
 	body     io.Reader
 	consumed atomic.Bool
+	n        atomic.Int64 // bytes read
 }
 
 func (b *trackedBody) Read(p []byte) (int, error) {
 	b.consumed.Store(true)
-	return b.body.Read(p)
+	n, err := b.body.Read(p)
+	b.n.Add(int64(n))
+	return n, err
 }
 
 func (b *trackedBody) Close() error { return nil }

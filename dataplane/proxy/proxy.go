@@ -25,8 +25,10 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/lb-project/lb/dataplane/accesslog"
 	"github.com/lb-project/lb/dataplane/h1guard"
 	"github.com/lb-project/lb/dataplane/routing"
+	"github.com/lb-project/lb/dataplane/stats"
 	"github.com/lb-project/lb/dataplane/upstream"
 )
 
@@ -42,6 +44,14 @@ type Config struct {
 	WebSocketIdleTimeout time.Duration
 	// Logger receives the proxy's log lines. Default: a null logger.
 	Logger hclog.Logger
+	// AccessLog, when set, receives one entry per request; it must not
+	// block.
+	AccessLog AccessLog
+}
+
+// AccessLog receives the access log entries; Log must not block.
+type AccessLog interface {
+	Log(accesslog.Entry)
 }
 
 // Handler is the proxying http.Handler.
@@ -50,7 +60,15 @@ type Handler struct {
 	transport http.RoundTripper
 	wsIdle    time.Duration
 	log       hclog.Logger
+	access    AccessLog
+	// unrouted counts requests answered without a pool: no route, no
+	// configuration yet, or refused as malformed.
+	unrouted stats.Requests
+	tunnels  tunnels
 }
+
+// Unrouted returns the counters of requests answered without a pool.
+func (h *Handler) Unrouted() *stats.Requests { return &h.unrouted }
 
 // New returns a Handler for cfg.
 func New(cfg Config) *Handler {
@@ -66,7 +84,8 @@ func New(cfg Config) *Handler {
 	if cfg.WebSocketIdleTimeout <= 0 {
 		cfg.WebSocketIdleTimeout = 10 * time.Minute
 	}
-	return &Handler{table: cfg.Table, transport: cfg.Transport, wsIdle: cfg.WebSocketIdleTimeout, log: cfg.Logger}
+	return &Handler{table: cfg.Table, transport: cfg.Transport, wsIdle: cfg.WebSocketIdleTimeout, log: cfg.Logger,
+		access: cfg.AccessLog, tunnels: tunnels{set: make(map[*tunnelConn]struct{})}}
 }
 
 // NewTransport returns the default upstream transport: HTTP/1.1 with
@@ -88,10 +107,70 @@ func NewTransport() *http.Transport {
 
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	o := outcome{start: time.Now(), host: r.Host}
+	defer h.finish(r, &o)
+	h.serve(w, r, &o)
+}
+
+// outcome is what became of one request, for metrics and the access log.
+type outcome struct {
+	start   time.Time
+	host    string // the client's Host, before any rewrite
+	status  int
+	pool    *routing.Pool
+	backend int // index into pool.Backends; -1: none
+	retries int
+	// upstreamStatus is the backend's status; 0 when it gave none.
+	upstreamStatus    int
+	bytesIn, bytesOut int64
+	// body is the request body as streamed to the backend (not replayed);
+	// the transport may still read it after the response began.
+	body *trackedBody
+}
+
+// finish counts the request and writes its access log entry.
+func (h *Handler) finish(r *http.Request, o *outcome) {
+	d := time.Since(o.start)
+	m := stats.MethodClass(r.Method)
+	if o.body != nil {
+		o.bytesIn = o.body.n.Load()
+	}
+	switch {
+	case o.pool == nil:
+		h.unrouted.Add(m, o.status)
+	case o.backend < 0:
+		o.pool.Stats.NoBackend.Add(m, o.status)
+		o.pool.Stats.Duration.Observe(d)
+	default:
+		st := &o.pool.States[o.backend].Stats
+		st.Requests.Add(m, o.status)
+		st.RequestBytes.Add(uint64(o.bytesIn))
+		st.ResponseBytes.Add(uint64(o.bytesOut))
+		o.pool.Stats.Duration.Observe(d)
+	}
+	if h.access == nil {
+		return
+	}
+	e := accesslog.Entry{
+		Time: o.start, Client: r.RemoteAddr, Host: o.host, Method: r.Method, Path: r.URL.Path, Proto: r.Proto,
+		Status: o.status, BytesIn: o.bytesIn, BytesOut: o.bytesOut, Duration: d,
+		Retries: o.retries, UpstreamStatus: o.upstreamStatus,
+	}
+	if o.pool != nil {
+		e.Pool = o.pool.Name
+		if o.backend >= 0 {
+			e.Backend = o.pool.Backends[o.backend].Address
+		}
+	}
+	h.access.Log(e)
+}
+
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request, o *outcome) {
+	o.backend = -1
 	if reason, ok := h1guard.Rejected(r); ok {
 		h.log.Info("request refused", "client", r.RemoteAddr, "reason", reason)
 		w.Header()["Connection"] = connectionClose
-		h.fail(w, r, http.StatusBadRequest, grpcUnavailable, "bad request: "+reason)
+		h.fail(w, r, o, http.StatusBadRequest, grpcUnavailable, "bad request: "+reason)
 		return
 	}
 	upgrade := upgradeType(r)
@@ -102,30 +181,34 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	t := h.table.Load()
 	if t == nil {
-		h.fail(w, r, http.StatusServiceUnavailable, grpcUnavailable, "not ready: no configuration received from the control plane yet")
+		h.fail(w, r, o, http.StatusServiceUnavailable, grpcUnavailable, "not ready: no configuration received from the control plane yet")
 		return
 	}
 	pool := t.Match(normalizeHost(r.Host), r.URL.Path)
 	if pool == nil {
-		h.fail(w, r, http.StatusNotFound, grpcUnimplemented, "no route: no pool matches this host and path")
+		h.fail(w, r, o, http.StatusNotFound, grpcUnimplemented, "no route: no pool matches this host and path")
 		return
 	}
-	resp, idx, err := h.roundTrip(r, pool, upgrade)
+	o.pool = pool
+	resp, idx, err := h.roundTrip(r, pool, upgrade, o)
 	if err != nil {
 		if errors.Is(err, errNoBackend) {
-			h.fail(w, r, http.StatusServiceUnavailable, grpcUnavailable, "no backend: pool "+pool.Name+" has no backends")
+			h.fail(w, r, o, http.StatusServiceUnavailable, grpcUnavailable, "no backend: pool "+pool.Name+" has no backends")
 			return
 		}
-		h.upstreamError(w, r, pool.Name, pool.Backends[idx].Address, err)
+		o.backend = idx
+		h.upstreamError(w, r, o, pool.Name, pool.Backends[idx].Address, err)
 		return
 	}
+	o.backend = idx
+	o.upstreamStatus = resp.StatusCode
 	st := pool.States[idx]
 	defer st.End()
 	b := &pool.Backends[idx]
 	defer resp.Body.Close()
 
 	if resp.StatusCode == http.StatusSwitchingProtocols {
-		h.tunnel(w, r, resp, upgrade, pool.Name, b.Address)
+		h.tunnel(w, r, resp, upgrade, o, b.Address)
 		return
 	}
 
@@ -150,6 +233,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Streams (unknown length, gRPC) are flushed as they go, headers first,
 	// so that server-streaming calls and event streams are not held back.
 	flush := resp.ContentLength < 0 || upstream.IsGRPC(r)
+	o.status = resp.StatusCode
 	w.WriteHeader(resp.StatusCode)
 	// A gRPC "trailers-only" answer carries its status in the headers and
 	// must reach the client as one HEADERS frame that ends the stream, so
@@ -157,7 +241,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if _, trailersOnly := resp.Header["Grpc-Status"]; flush && !trailersOnly {
 		_ = http.NewResponseController(w).Flush()
 	}
-	if err := copyBody(w, resp.Body, flush); err != nil {
+	n, err := copyBody(w, resp.Body, flush)
+	o.bytesOut = n
+	if err != nil {
 		if r.Context().Err() == nil {
 			h.log.Warn("response body copy failed", "pool", pool.Name, "peer", b.Address, "error", err)
 		}
@@ -303,23 +389,23 @@ func hasToken(values []string, token string) bool {
 }
 
 // upstreamError answers a request whose backend exchange failed.
-func (h *Handler) upstreamError(w http.ResponseWriter, r *http.Request, pool, addr string, err error) {
+func (h *Handler) upstreamError(w http.ResponseWriter, r *http.Request, o *outcome, pool, addr string, err error) {
 	if r.Context().Err() != nil {
 		// The client went away (or half-closed its connection, which
 		// net/http takes for the same); answer in case it still reads.
 		h.log.Debug("client canceled request", "pool", pool, "peer", addr)
-		h.fail(w, r, http.StatusBadGateway, grpcUnavailable, "bad gateway: the client canceled the request before backend "+addr+" answered")
+		h.fail(w, r, o, http.StatusBadGateway, grpcUnavailable, "bad gateway: the client canceled the request before backend "+addr+" answered")
 		return
 	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded) {
 		h.log.Warn("upstream timed out", "pool", pool, "peer", addr, "error", err)
-		h.fail(w, r, http.StatusGatewayTimeout, grpcUnavailable, "gateway timeout: backend "+addr+" did not answer in time")
+		h.fail(w, r, o, http.StatusGatewayTimeout, grpcUnavailable, "gateway timeout: backend "+addr+" did not answer in time")
 		return
 	}
 	reason := upstream.DescribeError(err)
 	h.log.Warn("upstream unreachable", "pool", pool, "peer", addr, "reason", reason, "error", err)
-	h.fail(w, r, http.StatusBadGateway, grpcUnavailable, "bad gateway: backend "+addr+" unreachable: "+reason)
+	h.fail(w, r, o, http.StatusBadGateway, grpcUnavailable, "bad gateway: backend "+addr+" unreachable: "+reason)
 }
 
 // gRPC status codes the proxy answers with.
@@ -331,9 +417,11 @@ const (
 // fail answers a request the proxy cannot forward: as a gRPC status
 // (HTTP 200, trailers-only, grpc-status and grpc-message) for gRPC clients,
 // else with the HTTP status and msg as a plain-text body.
-func (h *Handler) fail(w http.ResponseWriter, r *http.Request, code int, grpcCode, msg string) {
+func (h *Handler) fail(w http.ResponseWriter, r *http.Request, o *outcome, code int, grpcCode, msg string) {
 	hdr := w.Header()
+	o.status = code
 	if upstream.IsGRPC(r) {
+		o.status = http.StatusOK
 		hdr["Content-Type"] = grpcContentType
 		hdr["Grpc-Status"] = []string{grpcCode}
 		hdr["Grpc-Message"] = []string{grpcEncodeMessage(msg)}
@@ -406,9 +494,10 @@ func normalizeHost(host string) string {
 // bufPool holds copy buffers, so streaming a body allocates nothing.
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 32*1024); return &b }}
 
-// copyBody streams src to w. With flush, every chunk is flushed at once, so
-// streamed responses (unknown length, server-sent events) are not held back.
-func copyBody(w http.ResponseWriter, src io.Reader, flush bool) error {
+// copyBody streams src to w and returns the bytes written. With flush,
+// every chunk is flushed at once, so streamed responses (unknown length,
+// server-sent events) are not held back.
+func copyBody(w http.ResponseWriter, src io.Reader, flush bool) (int64, error) {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := *bp
@@ -416,21 +505,24 @@ func copyBody(w http.ResponseWriter, src io.Reader, flush bool) error {
 	if flush {
 		flusher, _ = w.(http.Flusher)
 	}
+	var written int64
 	for {
 		n, rerr := src.Read(buf)
 		if n > 0 {
-			if _, werr := w.Write(buf[:n]); werr != nil {
-				return werr
+			m, werr := w.Write(buf[:n])
+			written += int64(m)
+			if werr != nil {
+				return written, werr
 			}
 			if flusher != nil {
 				flusher.Flush()
 			}
 		}
 		if rerr == io.EOF {
-			return nil
+			return written, nil
 		}
 		if rerr != nil {
-			return rerr
+			return written, rerr
 		}
 	}
 }

@@ -23,6 +23,7 @@ import (
 
 	"github.com/lb-project/lb/dataplane/backend"
 	"github.com/lb-project/lb/dataplane/selector"
+	"github.com/lb-project/lb/dataplane/stats"
 	"github.com/lb-project/lb/dataplane/upstream"
 	"github.com/lb-project/lb/internal/poolspec"
 )
@@ -89,6 +90,9 @@ type Pool struct {
 	// Backends (draining backends included). States carry over from the
 	// previous table for backends it had.
 	States []*backend.State
+	// Stats are the pool's counters; they carry over from the previous
+	// table's pool of the same name.
+	Stats *stats.Pool
 
 	prefix string // PathPrefix, "/" when empty
 	// active maps selector indexes to Backends indexes: the backends that
@@ -190,6 +194,11 @@ func Build(prev *Table, cfg Config, tp TransportSource) (*Table, error) {
 			p.Transport = t
 		}
 		old := prev.pool(pc.Name)
+		if old != nil {
+			p.Stats = old.Stats
+		} else {
+			p.Stats = new(stats.Pool)
+		}
 		oldStates := old.statesByAddress()
 		p.States = make([]*backend.State, len(pc.Backends))
 		var weights []uint32

@@ -11,6 +11,7 @@
 package upstream
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -19,6 +20,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -169,6 +171,55 @@ type Cache struct {
 	// mu guards transports.
 	mu         sync.Mutex
 	transports map[Settings]*Transport
+
+	dials DialStats
+}
+
+// Dials returns the counts of connections opened to each backend by the
+// cache's transports.
+func (c *Cache) Dials() *DialStats { return &c.dials }
+
+// DialStats counts TCP connection attempts and failures per backend
+// address. Dials are rare next to requests when connections are reused, so
+// a sync.Map lookup per dial costs the request path nothing.
+type DialStats struct {
+	m sync.Map // address → *DialCounts
+}
+
+// DialCounts are one address's connection counts.
+type DialCounts struct {
+	// Attempts counts TCP connects started; Failures those that failed.
+	Attempts, Failures atomic.Uint64
+}
+
+// For returns addr's counts, creating them on first use.
+func (d *DialStats) For(addr string) *DialCounts {
+	if c, ok := d.m.Load(addr); ok {
+		return c.(*DialCounts)
+	}
+	c, _ := d.m.LoadOrStore(addr, new(DialCounts))
+	return c.(*DialCounts)
+}
+
+// Range calls fn for each address dialled so far.
+func (d *DialStats) Range(fn func(addr string, c *DialCounts)) {
+	d.m.Range(func(k, v any) bool {
+		fn(k.(string), v.(*DialCounts))
+		return true
+	})
+}
+
+// dialer returns a DialContext that counts into d.
+func (d *DialStats) dialer(nd *net.Dialer) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c := d.For(addr)
+		c.Attempts.Add(1)
+		conn, err := nd.DialContext(ctx, network, addr)
+		if err != nil {
+			c.Failures.Add(1)
+		}
+		return conn, err
+	}
 }
 
 // NewCache returns an empty cache whose transports use opts.
@@ -245,18 +296,18 @@ func (c *Cache) build(s Settings) (*Transport, error) {
 	if s.IdleTimeout > 0 {
 		opts.IdleConnTimeout = s.IdleTimeout
 	}
-	t := &Transport{settings: s, h1: newHTTPTransport(opts, tlsCfg, false)}
+	t := &Transport{settings: s, h1: newHTTPTransport(opts, tlsCfg, false, &c.dials)}
 	if s.Protocol != HTTP1 {
-		t.h2 = newHTTPTransport(opts, tlsCfg, true)
+		t.h2 = newHTTPTransport(opts, tlsCfg, true, &c.dials)
 	}
 	return t, nil
 }
 
-func newHTTPTransport(opts Options, tlsCfg *tls.Config, http2 bool) *http.Transport {
+func newHTTPTransport(opts Options, tlsCfg *tls.Config, http2 bool, dials *DialStats) *http.Transport {
 	d := &net.Dialer{Timeout: opts.DialTimeout, KeepAlive: 30 * time.Second}
 	t := &http.Transport{
 		Proxy:                 nil,
-		DialContext:           d.DialContext,
+		DialContext:           dials.dialer(d),
 		MaxIdleConns:          0,
 		MaxIdleConnsPerHost:   opts.MaxIdleConnsPerHost,
 		IdleConnTimeout:       opts.IdleConnTimeout,
