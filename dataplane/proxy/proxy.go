@@ -431,7 +431,8 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, o *outcome, code 
 	hdr["Content-Type"] = textPlain
 	hdr["X-Content-Type-Options"] = noSniff
 	w.WriteHeader(code)
-	_, _ = io.WriteString(w, msg+"\n")
+	n, _ := io.WriteString(w, msg+"\n")
+	o.bytesOut = int64(n)
 }
 
 var (
