@@ -1,7 +1,9 @@
 // Package controlplane assembles lb-controlplane: the durable pool store, the
 // admin API (lb.v1.AdminService), the discovery API that pushes configuration
 // to data planes (lb.v1.DiscoveryService), gRPC health checking and server
-// reflection, all on one gRPC listener.
+// reflection, all on one gRPC listener; and, on an HTTP admin listener,
+// Prometheus metrics (/metrics), liveness (/healthz), readiness (/readyz) and
+// the run-time log level (/log-level).
 package controlplane
 
 import (
@@ -11,8 +13,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -28,9 +32,11 @@ import (
 	"github.com/lb-project/lb/controlplane/admin"
 	"github.com/lb-project/lb/controlplane/auth"
 	"github.com/lb-project/lb/controlplane/discovery"
+	"github.com/lb-project/lb/controlplane/metrics"
 	"github.com/lb-project/lb/controlplane/store"
 	"github.com/lb-project/lb/controlplane/store/boltstore"
 	"github.com/lb-project/lb/controlplane/store/etcdstore"
+	"github.com/lb-project/lb/internal/logging"
 )
 
 // Config configures a control plane. The zero value of each field means its
@@ -38,6 +44,10 @@ import (
 type Config struct {
 	// Listen is the gRPC listen address. Default "127.0.0.1:7400".
 	Listen string
+	// AdminListen is the admin HTTP listen address (/metrics, /healthz,
+	// /readyz, /log-level). Empty: no admin listener. (lb-controlplane's
+	// --admin-listen flag defaults to "127.0.0.1:7401".)
+	AdminListen string
 	// DataDir holds the embedded store. Default "./data/controlplane".
 	DataDir string
 	// Store is "bbolt" (default: the embedded store in DataDir) or "etcd".
@@ -58,7 +68,8 @@ type Config struct {
 	// ShutdownTimeout bounds the graceful stop of open streams and calls
 	// before they are cut. Default 5s.
 	ShutdownTimeout time.Duration
-	// Logger receives every log line. Default: hclog's default logger.
+	// Logger receives every log line; /log-level changes its level, so it
+	// should be the root logger. Default: hclog's default logger.
 	Logger hclog.Logger
 }
 
@@ -81,22 +92,73 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+// Readiness states of the control plane, served at /readyz.
+const (
+	stateStarting int32 = iota
+	stateServing
+	stateStopping
+)
+
 // Run serves the control plane until ctx is done, then stops gracefully.
-// It returns an error if the store cannot be opened, the address cannot be
+// It returns an error if the store cannot be opened, an address cannot be
 // bound, or serving fails.
 func Run(ctx context.Context, cfg Config) error {
 	cfg = cfg.withDefaults()
 	log := cfg.Logger
+	m := metrics.New()
 
-	st, where, err := openStore(ctx, cfg)
+	// The admin listener comes up first, so that an orchestrator sees the
+	// process alive (and not ready) while the store opens.
+	var state atomic.Int32
+	var adminSrv *http.Server
+	var adminLis net.Listener
+	if cfg.AdminListen != "" {
+		var err error
+		if adminLis, err = net.Listen("tcp", cfg.AdminListen); err != nil {
+			return fmt.Errorf("controlplane: admin listen on %s: %w", cfg.AdminListen, err)
+		}
+		adminSrv = &http.Server{
+			Handler:           adminHandler(m.Handler(log.Named("metrics")), logging.LevelHandler(log), &state),
+			ReadHeaderTimeout: 5 * time.Second,
+			ErrorLog:          log.Named("admin").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true, ForceLevel: hclog.Debug}),
+		}
+	}
+	// errc receives the result of every goroutine started below; pending
+	// counts those that have not reported yet.
+	errc := make(chan error, 3)
+	pending := 0
+	if adminSrv != nil {
+		pending++
+		go func() {
+			err := adminSrv.Serve(adminLis)
+			if errors.Is(err, http.ErrServerClosed) {
+				err = nil
+			} else if err != nil {
+				err = fmt.Errorf("admin listener: %w", err)
+			}
+			errc <- err
+		}()
+		// On a return before the gRPC server starts, the admin server is
+		// the only goroutine pending: close it and collect its result.
+		// Later, Run stops it with the gRPC server and collects them all.
+		defer func() {
+			if pending > 0 {
+				adminSrv.Close()
+				<-errc
+			}
+		}()
+	}
+
+	raw, where, err := openStore(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("controlplane: %w", err)
 	}
 	defer func() {
-		if err := st.Close(); err != nil {
+		if err := raw.Close(); err != nil {
 			log.Error("closing store", "error", err)
 		}
 	}()
+	st := m.InstrumentStore(raw)
 
 	if err := auth.CheckListen(cfg.Listen, cfg.TLSCert != "", cfg.Insecure); err != nil {
 		return fmt.Errorf("controlplane: %w", err)
@@ -123,8 +185,10 @@ func Run(ctx context.Context, cfg Config) error {
 	refused := func(method string, c auth.Caller, err error) {
 		authLog.Warn("call refused", "method", method, "caller", c.Name, "error", status.Convert(err).Message())
 	}
-	opts = append(opts, grpc.ChainUnaryInterceptor(policy.UnaryInterceptor(refused)),
-		grpc.ChainStreamInterceptor(policy.StreamInterceptor(refused)))
+	// Metrics come first, so that calls the policy refuses are counted.
+	opts = append(opts,
+		grpc.ChainUnaryInterceptor(m.UnaryServerInterceptor(), policy.UnaryInterceptor(refused)),
+		grpc.ChainStreamInterceptor(m.StreamServerInterceptor(), policy.StreamInterceptor(refused)))
 
 	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -134,40 +198,92 @@ func Run(ctx context.Context, cfg Config) error {
 	srv := grpc.NewServer(opts...)
 	disc := discovery.New(log.Named("discovery"))
 	disc.CheckNode = policy.CheckNode
+	disc.Observer = m.Discovery()
 	lbv1.RegisterAdminServiceServer(srv, admin.New(st, disc, log.Named("admin")))
 	lbv1.RegisterDiscoveryServiceServer(srv, disc)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(srv, hs)
 	reflection.Register(srv)
+	m.InitMethods(srv.GetServiceInfo())
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errc := make(chan error, 2)
+	pending += 2
 	go func() { errc <- disc.Run(runCtx, st) }()
 	go func() { errc <- srv.Serve(lis) }()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	hs.SetServingStatus(lbv1.AdminService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	hs.SetServingStatus(lbv1.DiscoveryService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
-	log.Info("control plane serving", "listen", lis.Addr().String(), "store", cfg.Store, "at", where)
+	state.Store(stateServing)
+	adminAddr := ""
+	if adminLis != nil {
+		adminAddr = adminLis.Addr().String()
+	}
+	log.Info("control plane serving", "listen", lis.Addr().String(), "admin_listen", adminAddr,
+		"store", cfg.Store, "at", where)
 
 	var runErr error
 	select {
 	case <-ctx.Done():
 	case runErr = <-errc:
+		pending--
 		if runErr != nil {
 			runErr = fmt.Errorf("controlplane: %w", runErr)
 		}
 	}
 	log.Info("control plane stopping")
+	state.Store(stateStopping)
 	hs.Shutdown()
 	disc.Shutdown()
 	cancel()
 	stopGracefully(srv, cfg.ShutdownTimeout, log)
-	// Collect the goroutine that did not report yet (Serve or Run).
-	if err := <-errc; err != nil && runErr == nil && !errors.Is(err, grpc.ErrServerStopped) {
-		runErr = fmt.Errorf("controlplane: %w", err)
+	if adminSrv != nil {
+		stopAdmin(adminSrv, cfg.ShutdownTimeout, log)
+	}
+	// Collect the goroutines that did not report yet.
+	for ; pending > 0; pending-- {
+		if err := <-errc; err != nil && runErr == nil && !errors.Is(err, grpc.ErrServerStopped) {
+			runErr = fmt.Errorf("controlplane: %w", err)
+		}
 	}
 	return runErr
+}
+
+// adminHandler serves the admin HTTP endpoints: metrics, levels, and
+// liveness and readiness from state.
+func adminHandler(metricsHandler, levelHandler http.Handler, state *atomic.Int32) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", metricsHandler)
+	mux.Handle("/log-level", levelHandler)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		switch state.Load() {
+		case stateServing:
+			fmt.Fprintln(w, "ready")
+		case stateStopping:
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, "not ready: stopping")
+		default:
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, "not ready: starting")
+		}
+	})
+	return mux
+}
+
+// stopAdmin lets admin requests in flight (a scrape) finish for up to
+// timeout, then closes the admin server.
+func stopAdmin(srv *http.Server, timeout time.Duration, log hclog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		log.Warn("admin listener shutdown timed out; closing it", "error", err)
+		srv.Close()
+	}
 }
 
 // readOnlyMethods are the admin methods a viewer token may call.

@@ -8,12 +8,13 @@
 # Needs only Go. Ports can be changed through the environment:
 #   LB_CP_ADDR (127.0.0.1:7400)   LB_DP_ADDR (127.0.0.1:6188)
 #   LB_ADMIN_ADDR (127.0.0.1:9901) LB_BACKEND_A (127.0.0.1:9001)
-#   LB_BACKEND_B (127.0.0.1:9002)
+#   LB_BACKEND_B (127.0.0.1:9002)  LB_CP_ADMIN_ADDR (127.0.0.1:7401)
 #   QUICKSTART_WORKDIR  where binaries, data and logs go (default: a new temp dir, removed at exit)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CP="${LB_CP_ADDR:-127.0.0.1:7400}"
+CP_ADMIN="${LB_CP_ADMIN_ADDR:-127.0.0.1:7401}"
 DP="${LB_DP_ADDR:-127.0.0.1:6188}"
 ADMIN="${LB_ADMIN_ADDR:-127.0.0.1:9901}"
 BA="${LB_BACKEND_A:-127.0.0.1:9001}"
@@ -95,7 +96,7 @@ echo "==> building into $BIN"
 go build -o "$BIN/" ./cmd/...
 
 echo "==> starting control plane on $CP, data plane on $DP (admin $ADMIN), backends on $BA and $BB"
-"$BIN/lb-controlplane" --listen "$CP" --data-dir "$WORK/controlplane" >"$WORK/controlplane.log" 2>&1 &
+"$BIN/lb-controlplane" --listen "$CP" --admin-listen "$CP_ADMIN" --data-dir "$WORK/controlplane" >"$WORK/controlplane.log" 2>&1 &
 PIDS+=($!)
 "$BIN/lb-dataplane" --controlplane "$CP" --listen "$DP" --admin-listen "$ADMIN" --node-id quickstart >"$WORK/dataplane.log" 2>&1 &
 PIDS+=($!)

@@ -13,6 +13,11 @@
 //
 // A slow data plane never holds anyone up: a stream is only woken, and sends
 // the latest version when it gets to it, so bursts of changes coalesce.
+//
+// An Observer, if set, is told of streams opening and closing, of versions
+// published, sent, acknowledged and refused, and of how long each version
+// took to reach every connected data plane; it is how metrics are kept
+// without this package knowing of them.
 package discovery
 
 import (
@@ -48,6 +53,10 @@ type Server struct {
 	// (e.g. against the client certificate); a refusal ends the stream.
 	CheckNode func(ctx context.Context, nodeID string) error
 
+	// Observer, if set before Run and serving, is told of the server's
+	// events; nil: nobody is, and propagation is not tracked.
+	Observer Observer
+
 	log hclog.Logger
 
 	// latest is the newest configuration, shared by all streams.
@@ -64,9 +73,60 @@ type Server struct {
 	shutdown     chan struct{}
 	shutdownOnce sync.Once
 
-	// mu guards streams.
+	// mu guards streams, prop and each stream's behind.
 	mu      sync.Mutex
 	streams map[*stream]struct{}
+	// prop follows the latest published version to its last
+	// acknowledgement; nil before the first Publish, or without Observer.
+	prop *propagation
+}
+
+// Observer is told of a discovery server's events, typically to keep
+// metrics. Its methods are called from the streams' goroutines, some on
+// every message, so they must be cheap, must not block, and must be safe
+// for concurrent use.
+type Observer interface {
+	// StreamOpened is called when a data plane's stream is accepted (after
+	// its hello was vetted), StreamClosed when that stream ends.
+	StreamOpened()
+	StreamClosed()
+	// Published is called with each version that becomes the latest, in
+	// increasing order.
+	Published(version uint64)
+	// Sent is called after a configuration message of version was sent to
+	// a data plane.
+	Sent(version uint64)
+	// Acked and Nacked are called for each acknowledgement and refusal a
+	// data plane sends.
+	Acked(version uint64)
+	Nacked(version uint64)
+	// Propagated is called at most once per published version, with the
+	// time from its publication until the last acknowledgement of it (or
+	// of a later version) by the data planes connected when that
+	// acknowledgement came; at that moment every connected data plane has
+	// it. A version superseded first, one published while no data plane
+	// was connected, and one whose every laggard disconnected before any
+	// data plane acknowledged it are not reported. When the last laggard
+	// disconnects instead of acknowledging, the time is that of the last
+	// acknowledgement received. A call caused by an acknowledgement comes
+	// before that Acked, one caused by a disconnection before that
+	// StreamClosed.
+	Propagated(version uint64, d time.Duration)
+}
+
+// propagation tracks one published version until every connected data
+// plane has acknowledged it. Its fields are guarded by Server.mu.
+type propagation struct {
+	// version and publishedAt are fixed at creation.
+	version     uint64
+	publishedAt time.Time
+	// behind counts the connected streams whose behind flag is set: they
+	// have not acknowledged version yet.
+	behind int
+	// lastAck is when a stream last stopped being behind; zero before.
+	lastAck time.Time
+	// done is set once reported, or given up.
+	done bool
 }
 
 // New returns a discovery server with no configuration yet; Run feeds it.
@@ -111,6 +171,7 @@ func (s *Server) Run(ctx context.Context, src Source) error {
 // Publish makes st the configuration every stream converges to. A state not
 // newer than the one already published is ignored.
 func (s *Server) Publish(st store.State) {
+	publishedAt := time.Now()
 	s.publishMu.Lock()
 	prev := s.latest.Load()
 	if prev != nil && prev.version >= st.Version {
@@ -119,6 +180,9 @@ func (s *Server) Publish(st store.State) {
 	}
 	snap := newSnapshot(prev, st)
 	s.latest.Store(snap)
+	if s.Observer != nil {
+		s.Observer.Published(snap.version)
+	}
 	s.publishMu.Unlock()
 
 	s.mu.Lock()
@@ -126,8 +190,72 @@ func (s *Server) Publish(st store.State) {
 		st.wake()
 	}
 	n := len(s.streams)
+	if s.Observer != nil {
+		s.trackLocked(snap.version, publishedAt)
+	}
 	s.mu.Unlock()
 	s.log.Debug("configuration published", "version", snap.version, "pools", len(snap.pools), "streams", n)
+}
+
+// trackLocked starts following version, published at publishedAt, to its
+// last acknowledgement, unless a newer version is followed already. A
+// version published with no data plane to wait for is not followed. s.mu
+// must be held.
+func (s *Server) trackLocked(version uint64, publishedAt time.Time) {
+	if s.prop != nil && s.prop.version >= version {
+		return
+	}
+	p := &propagation{version: version, publishedAt: publishedAt}
+	for st := range s.streams {
+		st.behind = st.ackedVersion() < version
+		if st.behind {
+			p.behind++
+		}
+	}
+	p.done = p.behind == 0
+	s.prop = p
+}
+
+// trackAck notes that st acknowledged version and reports the followed
+// version propagated when st was the last data plane lacking it.
+func (s *Server) trackAck(st *stream, version uint64) {
+	s.mu.Lock()
+	p := s.prop
+	if p == nil || p.done || !st.behind || version < p.version {
+		s.mu.Unlock()
+		return
+	}
+	now := time.Now()
+	st.behind = false
+	p.behind--
+	p.lastAck = now
+	done := p.behind == 0
+	p.done = done
+	s.mu.Unlock()
+	if done {
+		s.Observer.Propagated(p.version, now.Sub(p.publishedAt))
+	}
+}
+
+// leaveLocked stops waiting for st, which disconnected. It returns the
+// followed version and its propagation time when st was its last laggard
+// and another data plane acknowledged it; ok is false otherwise. s.mu must
+// be held.
+func (s *Server) leaveLocked(st *stream) (version uint64, d time.Duration, ok bool) {
+	p := s.prop
+	if p == nil || !st.behind {
+		return 0, 0, false
+	}
+	st.behind = false
+	p.behind--
+	if p.done || p.behind > 0 {
+		return 0, 0, false
+	}
+	p.done = true
+	if p.lastAck.IsZero() {
+		return 0, 0, false
+	}
+	return p.version, p.lastAck.Sub(p.publishedAt), true
 }
 
 // Version returns the newest published version.
@@ -266,6 +394,10 @@ type stream struct {
 	// mu guards status.
 	mu     sync.Mutex
 	status NodeStatus
+
+	// behind, guarded by Server.mu, is set while the stream is counted in
+	// Server.prop.behind.
+	behind bool
 }
 
 func (st *stream) wake() {
@@ -279,6 +411,12 @@ func (st *stream) snapshot() NodeStatus {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	return st.status
+}
+
+func (st *stream) ackedVersion() uint64 {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.status.AckedVersion
 }
 
 func (st *stream) update(fn func(*NodeStatus)) {
@@ -324,12 +462,28 @@ func (s *Server) StreamConfig(srv lbv1.DiscoveryService_StreamConfigServer) erro
 
 	s.mu.Lock()
 	s.streams[st] = struct{}{}
+	// A new stream has acknowledged nothing yet: it lacks any followed
+	// version but 0.
+	if p := s.prop; p != nil && !p.done && p.version > 0 {
+		st.behind = true
+		p.behind++
+	}
 	s.mu.Unlock()
+	if s.Observer != nil {
+		s.Observer.StreamOpened()
+	}
 	defer func() {
 		s.mu.Lock()
 		delete(s.streams, st)
+		version, d, propagated := s.leaveLocked(st)
 		s.mu.Unlock()
 		s.notifyAcks()
+		if s.Observer != nil {
+			if propagated {
+				s.Observer.Propagated(version, d)
+			}
+			s.Observer.StreamClosed()
+		}
 		log.Info("data plane disconnected")
 	}()
 	log.Info("data plane connected", "held_version", hello.GetVersion())
@@ -368,6 +522,9 @@ func (s *Server) StreamConfig(srv lbv1.DiscoveryService_StreamConfigServer) erro
 			}
 			held, sent = snap.version, true
 			st.update(func(n *NodeStatus) { n.SentVersion = snap.version })
+			if s.Observer != nil {
+				s.Observer.Sent(snap.version)
+			}
 			log.Debug("configuration sent", "version", snap.version, "full", resp.GetFull(),
 				"pools", len(resp.GetPools()), "removed", len(resp.GetRemovedPools()))
 		}
@@ -389,6 +546,12 @@ func (s *Server) receive(srv lbv1.DiscoveryService_StreamConfigServer, st *strea
 					n.AckedVersion = v
 				}
 			})
+			// Counted before WaitAcked callers wake, so that they see it;
+			// Acked comes last, after any Propagated it caused.
+			if s.Observer != nil {
+				s.trackAck(st, v)
+				s.Observer.Acked(v)
+			}
 			s.notifyAcks()
 			log.Debug("configuration acknowledged", "version", v)
 		case *lbv1.StreamConfigRequest_Nack:
@@ -396,6 +559,9 @@ func (s *Server) receive(srv lbv1.DiscoveryService_StreamConfigServer, st *strea
 				n.NackedVersion = k.Nack.GetVersion()
 				n.NackReason = k.Nack.GetReason()
 			})
+			if s.Observer != nil {
+				s.Observer.Nacked(k.Nack.GetVersion())
+			}
 			s.notifyAcks()
 			log.Warn("configuration refused by data plane", "version", k.Nack.GetVersion(), "reason", k.Nack.GetReason())
 		case *lbv1.StreamConfigRequest_HealthReport:

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -168,7 +169,8 @@ func fleetEtcdFlags(e *fleetEtcd) []string {
 }
 
 // fleetStartControlPlane starts lb-controlplane on addr (a free one when
-// empty) with debug logging and extraFlags (the store: --data-dir DIR, or
+// empty) with debug logging, its admin listener on a free port unless
+// extraFlags name one, and extraFlags (the store: --data-dir DIR, or
 // fleetEtcdFlags), and waits until it listens. The test fails if the
 // control plane reports a data race.
 func fleetStartControlPlane(t *testing.T, addr string, extraFlags ...string) *controlPlane {
@@ -176,14 +178,22 @@ func fleetStartControlPlane(t *testing.T, addr string, extraFlags ...string) *co
 	if addr == "" {
 		addr = freeAddr(t)
 	}
-	args := append([]string{"--listen", addr, "--log-level", "debug"}, extraFlags...)
-	p := start(t, "lb-controlplane", args...)
-	cp := &controlPlane{proc: p, addr: addr}
+	args := []string{"--listen", addr, "--log-level", "debug"}
+	cp := &controlPlane{addr: addr}
 	for i, f := range extraFlags {
 		if f == "--data-dir" && i+1 < len(extraFlags) {
 			cp.dataDir = extraFlags[i+1]
 		}
+		if f == "--admin-listen" && i+1 < len(extraFlags) {
+			cp.admin = extraFlags[i+1]
+		}
 	}
+	if !slices.Contains(extraFlags, "--admin-listen") {
+		cp.admin = freeAddr(t)
+		args = append(args, "--admin-listen", cp.admin)
+	}
+	p := start(t, "lb-controlplane", append(args, extraFlags...)...)
+	cp.proc = p
 	fleetFailOnRace(t, p)
 	waitFor(t, 30*time.Second, "control plane to listen on "+addr, func() bool {
 		select {

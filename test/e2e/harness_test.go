@@ -142,8 +142,14 @@ type controlPlane struct {
 	*proc
 	addr    string
 	dataDir string
+	// admin is its admin HTTP address (/metrics, /healthz, /readyz,
+	// /log-level); empty when it has none.
+	admin string
 }
 
+// startControlPlane starts lb-controlplane on addr (a free one when empty)
+// with its store in dataDir (a new one when empty), its admin listener on
+// a free port, and debug logging, and waits until it listens.
 func startControlPlane(t *testing.T, addr, dataDir string) *controlPlane {
 	t.Helper()
 	if addr == "" {
@@ -152,8 +158,9 @@ func startControlPlane(t *testing.T, addr, dataDir string) *controlPlane {
 	if dataDir == "" {
 		dataDir = t.TempDir()
 	}
-	p := start(t, "lb-controlplane", "--listen", addr, "--data-dir", dataDir, "--log-level", "debug")
-	cp := &controlPlane{proc: p, addr: addr, dataDir: dataDir}
+	admin := freeAddr(t)
+	p := start(t, "lb-controlplane", "--listen", addr, "--admin-listen", admin, "--data-dir", dataDir, "--log-level", "debug")
+	cp := &controlPlane{proc: p, addr: addr, dataDir: dataDir, admin: admin}
 	waitFor(t, 20*time.Second, "control plane to listen on "+addr, func() bool {
 		c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
 		if err == nil {

@@ -23,7 +23,7 @@ func TestQuickstart(t *testing.T) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, filepath.Join(root, "scripts", "quickstart.sh"))
 	cmd.Env = append(os.Environ(),
-		"LB_CP_ADDR="+freeAddr(t), "LB_DP_ADDR="+freeAddr(t), "LB_ADMIN_ADDR="+freeAddr(t),
+		"LB_CP_ADDR="+freeAddr(t), "LB_CP_ADMIN_ADDR="+freeAddr(t), "LB_DP_ADDR="+freeAddr(t), "LB_ADMIN_ADDR="+freeAddr(t),
 		"LB_BACKEND_A="+freeAddr(t), "LB_BACKEND_B="+freeAddr(t), "QUICKSTART_WORKDIR="+work)
 	out, err := cmd.CombinedOutput()
 	if err != nil {

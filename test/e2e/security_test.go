@@ -17,7 +17,7 @@ func secureControlPlane(t *testing.T, ca *testCA, tokens string) (addr, caFile s
 	certFile, keyFile := ca.issue(t, "controlplane", "localhost").writeFiles(t, dir, "cp")
 	caFile = writePEM(t, dir, "ca.crt", ca.certPEM)
 	tokensFile := writePEM(t, dir, "tokens", []byte(tokens))
-	start(t, "lb-controlplane", "--listen", addr, "--data-dir", filepath.Join(dir, "data"),
+	start(t, "lb-controlplane", "--listen", addr, "--admin-listen", "", "--data-dir", filepath.Join(dir, "data"),
 		"--tls-cert", certFile, "--tls-key", keyFile, "--tls-ca", caFile, "--tokens-file", tokensFile, "--log-level", "debug")
 	waitFor(t, 20*time.Second, "secure control plane to listen", func() bool {
 		r := lbctl(t, addr, "--tls-ca", caFile, "--token", "viewer-token-0123456789", "pool", "list")
