@@ -29,6 +29,7 @@ import (
 	"github.com/lb-project/lb/dataplane/certs"
 	"github.com/lb-project/lb/dataplane/configclient"
 	"github.com/lb-project/lb/dataplane/h1guard"
+	"github.com/lb-project/lb/dataplane/handoff"
 	"github.com/lb-project/lb/dataplane/health"
 	"github.com/lb-project/lb/dataplane/metrics"
 	"github.com/lb-project/lb/dataplane/proxy"
@@ -78,6 +79,18 @@ type Config struct {
 	AccessLogFormat accesslog.Format
 	// LogLevel, when set, is served at /log-level on the admin listener.
 	LogLevel http.Handler
+	// UpgradeSocket is the Unix socket path where this data plane offers
+	// its listening sockets to a successor (zero-downtime upgrade); empty:
+	// none.
+	UpgradeSocket string
+	// TakeOver starts by taking the listening sockets from the data plane
+	// serving UpgradeSocket instead of binding them; once configured and
+	// serving, it tells that one to drain and exit.
+	TakeOver bool
+	// UpgradeTimeout bounds how long a taking-over data plane waits for its
+	// first configuration before giving up (the running one then keeps
+	// serving). Default 20s.
+	UpgradeTimeout time.Duration
 	// Logger receives every log line. Default: hclog's default logger.
 	Logger hclog.Logger
 }
@@ -101,6 +114,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.DrainTimeout == 0 {
 		c.DrainTimeout = 10 * time.Second
+	}
+	if c.UpgradeTimeout == 0 {
+		c.UpgradeTimeout = 20 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = hclog.Default()
@@ -145,34 +161,68 @@ func Run(ctx context.Context, cfg Config, reload <-chan struct{}) error {
 		return fmt.Errorf("dataplane: %w", err)
 	}
 
+	// With TakeOver, the listening sockets come from the running data plane
+	// (see package handoff); else they are bound here.
+	var taken handoff.Listeners
+	var takeover *handoff.Takeover
+	if cfg.TakeOver {
+		if cfg.UpgradeSocket == "" {
+			return errors.New("dataplane: --upgrade needs --upgrade-socket")
+		}
+		if takeover, err = handoff.Take(ctx, cfg.UpgradeSocket); err != nil {
+			return fmt.Errorf("dataplane: %w", err)
+		}
+		defer takeover.Abort() // after a successful Ready it does nothing
+		taken = takeover.Listeners()
+		log.Info("took over listening sockets from the running data plane", "socket", cfg.UpgradeSocket)
+	}
 	var listeners []net.Listener
+	offered := handoff.Listeners{}
 	closeAll := func() {
 		for _, l := range listeners {
 			l.Close()
 		}
 	}
-	listen := func(addr, what string) (net.Listener, error) {
+	listen := func(addr, what, name string) (net.Listener, error) {
+		if l, ok := taken[name]; ok {
+			delete(taken, name)
+			if err := sameAddress(addr, l.Addr()); err != nil {
+				closeAll()
+				return nil, fmt.Errorf("dataplane: %s listener handed over: %w", what, err)
+			}
+			listeners = append(listeners, l)
+			offered[name] = l
+			return l, nil
+		}
 		l, err := net.Listen("tcp", addr)
 		if err != nil {
 			closeAll()
 			return nil, fmt.Errorf("dataplane: %s listen on %s: %w", what, addr, err)
 		}
 		listeners = append(listeners, l)
+		if tl, ok := l.(*net.TCPListener); ok {
+			offered[name] = tl
+		}
 		return l, nil
 	}
-	proxyLis, err := listen(cfg.Listen, "proxy")
+	proxyLis, err := listen(cfg.Listen, "proxy", "proxy")
 	if err != nil {
 		return err
 	}
-	adminLis, err := listen(cfg.AdminListen, "admin")
+	adminLis, err := listen(cfg.AdminListen, "admin", "admin")
 	if err != nil {
 		return err
 	}
 	var tlsLis net.Listener
 	if certStore != nil {
-		if tlsLis, err = listen(cfg.TLSListen, "TLS"); err != nil {
+		if tlsLis, err = listen(cfg.TLSListen, "TLS", "tls"); err != nil {
 			return err
 		}
+	}
+	for name, l := range taken {
+		// Handed over but not wanted (this process has no such listener).
+		log.Warn("closing a listener the previous data plane had and this one does not", "name", name, "address", l.Addr().String())
+		l.Close()
 	}
 
 	errLog := log.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true, ForceLevel: hclog.Debug})
@@ -226,6 +276,18 @@ func Run(ctx context.Context, cfg Config, reload <-chan struct{}) error {
 		go func() { errc <- fn() }()
 	}
 	goRun(func() error { return cc.Run(runCtx) })
+	if takeover != nil {
+		// Serve only with a configuration: the previous data plane keeps
+		// serving until this one says it is ready.
+		if err := waitConfigured(ctx, &table, cfg.UpgradeTimeout); err != nil {
+			cancel()
+			closeAll()
+			for ; pending > 0; pending-- {
+				<-errc
+			}
+			return fmt.Errorf("dataplane: upgrade abandoned, the running data plane keeps serving: %w", err)
+		}
+	}
 	// The access log outlives the drain, so requests finishing during it
 	// are logged; it is stopped last.
 	accessCtx, stopAccess := context.WithCancel(context.Background())
@@ -263,10 +325,40 @@ func Run(ctx context.Context, cfg Config, reload <-chan struct{}) error {
 	}
 	log.Info("data plane serving", "node", cfg.NodeID, "listen", proxyLis.Addr().String(),
 		"tls_listen", cfg.TLSListen, "admin_listen", adminLis.Addr().String(), "control_plane", cfg.ControlPlane)
+	if takeover != nil {
+		if err := takeover.Ready(ctx); err != nil {
+			// Both processes serving the same sockets is harmless; the
+			// old one may still be there.
+			log.Warn("the previous data plane did not confirm the handover", "error", err)
+		} else {
+			log.Info("handover complete; the previous data plane is draining")
+		}
+	}
+	handedOver := make(chan struct{})
+	if cfg.UpgradeSocket != "" {
+		hs, err := handoff.Listen(handoff.Config{
+			Path: cfg.UpgradeSocket, Listeners: offered, Logger: log.Named("handoff"),
+			OnHandover: func() { close(handedOver) },
+		})
+		if err != nil {
+			log.Error("zero-downtime upgrades unavailable", "error", err)
+		} else {
+			goRun(func() error {
+				defer hs.Close()
+				if err := hs.Serve(runCtx); err != nil {
+					log.Error("handoff socket failed; zero-downtime upgrades unavailable", "error", err)
+				}
+				return nil
+			})
+		}
+	}
 
 	var runErr error
 	select {
 	case <-ctx.Done():
+	case <-handedOver:
+		log.Info("a new data plane took over the listening sockets; draining")
+		adminLis.Close() // admin requests go to the new data plane from now on
 	case runErr = <-errc:
 		pending--
 	}
@@ -303,6 +395,43 @@ func Run(ctx context.Context, cfg Config, reload <-chan struct{}) error {
 		}
 	}
 	return runErr
+}
+
+// waitConfigured waits until t holds a table, at most timeout.
+func waitConfigured(ctx context.Context, t *routing.Current, timeout time.Duration) error {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for t.Load() == nil {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-deadline.C:
+			return fmt.Errorf("no configuration within %s (from the control plane or --cache-dir)", timeout)
+		case <-tick.C:
+		}
+	}
+	return nil
+}
+
+// sameAddress checks that a handed-over listener at got serves the
+// address the flags ask for (want, HOST:PORT), so that a successor started
+// with other flags does not silently keep the old addresses.
+func sameAddress(want string, got net.Addr) error {
+	w, err := net.ResolveTCPAddr("tcp", want)
+	if err != nil {
+		return fmt.Errorf("resolve %s: %w", want, err)
+	}
+	g, ok := got.(*net.TCPAddr)
+	if !ok {
+		return fmt.Errorf("listener address %s is not TCP", got)
+	}
+	sameIP := w.IP.Equal(g.IP) || (w.IP == nil || w.IP.IsUnspecified()) && g.IP.IsUnspecified()
+	if !sameIP || w.Port != 0 && w.Port != g.Port {
+		return fmt.Errorf("it listens on %s, but this data plane is told to listen on %s", got, want)
+	}
+	return nil
 }
 
 // healthTargets lists the backends of t that have active health checks.

@@ -46,12 +46,15 @@ func main() {
 	adminListen := fs.String("admin-listen", "127.0.0.1:9901", "admin HTTP listen `address` (/healthz, /readyz, /config)")
 	wsIdle := fs.Duration("websocket-idle-timeout", 10*time.Minute, "close WebSocket (upgraded) connections idle this long in both directions")
 	drain := fs.Duration("drain-timeout", 10*time.Second, "how long shutdown (SIGTERM, SIGINT, or a handover to a successor) waits for requests in flight and WebSocket tunnels; tunnels still open then get a close frame 1001 (going away)")
+	upgradeSocket := fs.String("upgrade-socket", "", "Unix socket `path` where this data plane hands its listening sockets to a successor for a zero-downtime upgrade; empty: no upgrades")
+	takeOver := fs.Bool("upgrade", false, "take the listening sockets over from the data plane serving --upgrade-socket (start the new binary with the old one's flags plus --upgrade); the old one then drains and exits")
+	upgradeTimeout := fs.Duration("upgrade-timeout", 20*time.Second, "with --upgrade, how long to wait for a configuration before giving up (the old data plane keeps serving)")
 	accessLog := fs.String("access-log", "off", "access log `destination`: off, stdout, stderr, or a file path (opened for appending)")
 	accessFormat := fs.String("access-log-format", "json", "access log `format`: json or logfmt")
-	logLevel := fs.String("log-level", "info", "log `level`: "+logging.Levels)
+	logLevel := fs.String("log-level", "info", "log `level`: "+logging.Levels+"; PUT /log-level on the admin listener changes it, SIGHUP resets it to this value")
 	logFormat := fs.String("log-format", "text", "log `format`: "+logging.Formats)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: lb-dataplane [flags]\n\nProxies HTTP/1.1, HTTP/2, gRPC and WebSocket traffic to the backends configured in the control plane.\nSIGHUP re-reads the TLS certificate files.\n\nFlags:\n")
+		fmt.Fprintf(fs.Output(), "Usage: lb-dataplane [flags]\n\nProxies HTTP/1.1, HTTP/2, gRPC and WebSocket traffic to the backends configured in the control plane.\nSignals: SIGTERM or SIGINT drains and stops it; SIGHUP re-reads the TLS certificate files and resets the log level to --log-level.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(os.Args[1:]); err != nil {
@@ -93,6 +96,11 @@ func main() {
 	reload := make(chan struct{}, 1)
 	go func() {
 		for range hup {
+			// SIGHUP re-reads certificates and undoes a run-time log
+			// level change (PUT /log-level).
+			if err := logging.SetLevel(log, *logLevel); err != nil {
+				log.Error("cannot reset the log level", "error", err)
+			}
 			select {
 			case reload <- struct{}{}:
 			default:
@@ -103,7 +111,8 @@ func main() {
 		ControlPlane: *cp, CacheDir: *cacheDir, ControlPlaneTLS: cpTLS, NodeID: *nodeID, Listen: *listen, AdminListen: *adminListen,
 		TLSListen: *tlsListen, TLSCerts: pairs, TLSDir: *tlsDir, CertReloadInterval: *reloadEvery,
 		WebSocketIdleTimeout: *wsIdle, DrainTimeout: *drain, Logger: log,
-		AccessLog: accessOut, AccessLogFormat: accessFmt,
+		AccessLog: accessOut, AccessLogFormat: accessFmt, LogLevel: logging.LevelHandler(log),
+		UpgradeSocket: *upgradeSocket, TakeOver: *takeOver, UpgradeTimeout: *upgradeTimeout,
 	}, reload)
 	if err != nil {
 		log.Error("exiting", "error", err)
