@@ -337,7 +337,7 @@ func Run(ctx context.Context, cfg Config, reload <-chan struct{}) error {
 	handedOver := make(chan struct{})
 	if cfg.UpgradeSocket != "" {
 		hs, err := handoff.Listen(handoff.Config{
-			Path: cfg.UpgradeSocket, Listeners: offered, Logger: log.Named("handoff"),
+			Path: cfg.UpgradeSocket, Listeners: offered, Logger: log,
 			OnHandover: func() { close(handedOver) },
 		})
 		if err != nil {
