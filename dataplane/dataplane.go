@@ -79,6 +79,8 @@ type Config struct {
 	AccessLogFormat accesslog.Format
 	// LogLevel, when set, is served at /log-level on the admin listener.
 	LogLevel http.Handler
+	// Pprof serves Go's profiler at /debug/pprof/ on the admin listener.
+	Pprof bool
 	// UpgradeSocket is the Unix socket path where this data plane offers
 	// its listening sockets to a successor (zero-downtime upgrade); empty:
 	// none.
@@ -262,7 +264,7 @@ func Run(ctx context.Context, cfg Config, reload <-chan struct{}) error {
 	servers := []*http.Server{newProxyServer(plainProtos)}
 	adminSrv := &http.Server{
 		Handler: admin.Handler(admin.Config{NodeID: cfg.NodeID, ControlPlane: cfg.ControlPlane, Status: cc, Tables: &table,
-			Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: errLog}), LogLevel: cfg.LogLevel}),
+			Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: errLog}), LogLevel: cfg.LogLevel, Pprof: cfg.Pprof}),
 		ReadHeaderTimeout: 5 * time.Second,
 		ErrorLog:          errLog,
 	}

@@ -49,6 +49,7 @@ func main() {
 	upgradeSocket := fs.String("upgrade-socket", "", "Unix socket `path` where this data plane hands its listening sockets to a successor for a zero-downtime upgrade; empty: no upgrades")
 	takeOver := fs.Bool("upgrade", false, "take the listening sockets over from the data plane serving --upgrade-socket (start the new binary with the old one's flags plus --upgrade); the old one then drains and exits")
 	upgradeTimeout := fs.Duration("upgrade-timeout", 20*time.Second, "with --upgrade, how long to wait for a configuration before giving up (the old data plane keeps serving)")
+	pprofOn := fs.Bool("pprof", false, "serve Go's profiler at /debug/pprof/ on the admin listener (CPU, heap, goroutine profiles)")
 	accessLog := fs.String("access-log", "off", "access log `destination`: off, stdout, stderr, or a file path (opened for appending)")
 	accessFormat := fs.String("access-log-format", "json", "access log `format`: json or logfmt")
 	logLevel := fs.String("log-level", "info", "log `level`: "+logging.Levels+"; PUT /log-level on the admin listener changes it, SIGHUP resets it to this value")
@@ -112,7 +113,7 @@ func main() {
 		TLSListen: *tlsListen, TLSCerts: pairs, TLSDir: *tlsDir, CertReloadInterval: *reloadEvery,
 		WebSocketIdleTimeout: *wsIdle, DrainTimeout: *drain, Logger: log,
 		AccessLog: accessOut, AccessLogFormat: accessFmt, LogLevel: logging.LevelHandler(log),
-		UpgradeSocket: *upgradeSocket, TakeOver: *takeOver, UpgradeTimeout: *upgradeTimeout,
+		UpgradeSocket: *upgradeSocket, TakeOver: *takeOver, UpgradeTimeout: *upgradeTimeout, Pprof: *pprofOn,
 	}, reload)
 	if err != nil {
 		log.Error("exiting", "error", err)

@@ -6,12 +6,14 @@
 //	/backends every backend's health, ejection, draining and in-flight count
 //	/metrics  Prometheus metrics (when configured)
 //	/log-level the log level: GET reads it, PUT sets it (when configured)
+//	/debug/pprof/ Go's profiler (when enabled)
 package admin
 
 import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/lb-project/lb/dataplane/configclient"
@@ -71,6 +73,8 @@ type Config struct {
 	Metrics http.Handler
 	// LogLevel serves /log-level; nil: not served.
 	LogLevel http.Handler
+	// Pprof serves Go's profiler under /debug/pprof/.
+	Pprof bool
 }
 
 // Handler returns the admin endpoints' handler.
@@ -82,6 +86,13 @@ func Handler(cfg Config) http.Handler {
 	}
 	if cfg.LogLevel != nil {
 		mux.Handle("/log-level", cfg.LogLevel)
+	}
+	if cfg.Pprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	}
 	mux.HandleFunc("GET /backends", func(w http.ResponseWriter, _ *http.Request) {
 		views := []BackendView{}
