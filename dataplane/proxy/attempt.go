@@ -59,7 +59,7 @@ func (h *Handler) roundTrip(r *http.Request, pool *routing.Pool, upgrade string,
 		}
 		addr := pool.Backends[idx].Address
 		if h.log.IsDebug() {
-			h.log.Debug("upstream peer is", "peer", addr, "pool", pool.Name, "attempt", attempt)
+			h.log.Debug("upstream peer is", "backend", addr, "pool", pool.Name, "attempt", attempt)
 		}
 		outreq.URL.Host = addr
 		if replay != nil {
@@ -94,7 +94,7 @@ func (h *Handler) roundTrip(r *http.Request, pool *routing.Pool, upgrade string,
 		}
 		o.retries++
 		pool.Stats.Retries.Add(1)
-		h.log.Debug("retrying on another backend", "pool", pool.Name, "failed_peer", addr, "attempt", attempt, "error", err)
+		h.log.Debug("retrying on another backend", "pool", pool.Name, "failed_backend", addr, "attempt", attempt, "error", err)
 	}
 }
 
@@ -103,7 +103,7 @@ func (h *Handler) roundTrip(r *http.Request, pool *routing.Pool, upgrade string,
 func (h *Handler) recordFailure(pool *routing.Pool, idx int, reason string) {
 	if d := pool.RecordFailure(idx, time.Now()); d > 0 {
 		h.log.Warn("backend ejected after consecutive failures", "pool", pool.Name,
-			"peer", pool.Backends[idx].Address, "for", d, "last_error", reason)
+			"backend", pool.Backends[idx].Address, "for", d, "last_error", reason)
 	}
 }
 

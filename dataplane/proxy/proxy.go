@@ -245,7 +245,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, o *outcome) {
 	o.bytesOut = n
 	if err != nil {
 		if r.Context().Err() == nil {
-			h.log.Warn("response body copy failed", "pool", pool.Name, "peer", b.Address, "error", err)
+			h.log.Warn("response body copy failed", "pool", pool.Name, "backend", b.Address, "error", err)
 		}
 		// The status line is out: abort the connection (or HTTP/2 stream)
 		// so the client sees a truncated response rather than a short one
@@ -393,18 +393,18 @@ func (h *Handler) upstreamError(w http.ResponseWriter, r *http.Request, o *outco
 	if r.Context().Err() != nil {
 		// The client went away (or half-closed its connection, which
 		// net/http takes for the same); answer in case it still reads.
-		h.log.Debug("client canceled request", "pool", pool, "peer", addr)
+		h.log.Debug("client canceled request", "pool", pool, "backend", addr)
 		h.fail(w, r, o, http.StatusBadGateway, grpcUnavailable, "bad gateway: the client canceled the request before backend "+addr+" answered")
 		return
 	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded) {
-		h.log.Warn("upstream timed out", "pool", pool, "peer", addr, "error", err)
+		h.log.Warn("upstream timed out", "pool", pool, "backend", addr, "error", err)
 		h.fail(w, r, o, http.StatusGatewayTimeout, grpcUnavailable, "gateway timeout: backend "+addr+" did not answer in time")
 		return
 	}
 	reason := upstream.DescribeError(err)
-	h.log.Warn("upstream unreachable", "pool", pool, "peer", addr, "reason", reason, "error", err)
+	h.log.Warn("upstream unreachable", "pool", pool, "backend", addr, "reason", reason, "error", err)
 	h.fail(w, r, o, http.StatusBadGateway, grpcUnavailable, "bad gateway: backend "+addr+" unreachable: "+reason)
 }
 

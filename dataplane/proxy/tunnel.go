@@ -24,7 +24,7 @@ func (h *Handler) tunnel(w http.ResponseWriter, r *http.Request, resp *http.Resp
 	pool := o.pool.Name
 	got := resp.Header.Get("Upgrade")
 	if upgrade == "" || !strings.EqualFold(got, upgrade) {
-		h.log.Warn("backend switched protocols without being asked", "pool", pool, "peer", addr, "requested", upgrade, "got", got)
+		h.log.Warn("backend switched protocols without being asked", "pool", pool, "backend", addr, "requested", upgrade, "got", got)
 		h.fail(w, r, o, http.StatusBadGateway, grpcUnavailable, "bad gateway: backend "+addr+" switched to a protocol the client did not ask for")
 		return
 	}
@@ -61,7 +61,7 @@ func (h *Handler) tunnel(w http.ResponseWriter, r *http.Request, resp *http.Resp
 	if err := brw.Flush(); err != nil {
 		return
 	}
-	h.log.Debug("upgraded connection", "pool", pool, "peer", addr, "protocol", got)
+	h.log.Debug("upgraded connection", "pool", pool, "backend", addr, "protocol", got)
 
 	tc := &tunnelConn{client: conn, backend: backConn}
 	tc.last.Store(time.Now().UnixNano())
@@ -95,7 +95,7 @@ func (h *Handler) tunnel(w http.ResponseWriter, r *http.Request, resp *http.Resp
 	}
 	o.bytesIn, o.bytesOut = tc.in.Load(), tc.out.Load()
 	if err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, io.EOF) && !errors.Is(err, errGoneAway) {
-		h.log.Debug("tunnel ended", "pool", pool, "peer", addr, "error", err)
+		h.log.Debug("tunnel ended", "pool", pool, "backend", addr, "error", err)
 	}
 }
 

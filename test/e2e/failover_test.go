@@ -60,8 +60,8 @@ func TestFailoverActiveHealthCheck(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	mark := len(e.dp.log.String())
 	time.Sleep(1500 * time.Millisecond)
-	attempts := strings.Count(e.dp.log.String()[mark:], "upstream peer is: peer="+dead.addr+" ")
-	others := strings.Count(e.dp.log.String()[mark:], "upstream peer is: peer=")
+	attempts := strings.Count(e.dp.log.String()[mark:], "upstream peer is: backend="+dead.addr+" ")
+	others := strings.Count(e.dp.log.String()[mark:], "upstream peer is: backend=")
 	t.Logf("in 1.5s after detection the data plane made %d attempts, %d of them to the stopped backend", others, attempts)
 	if others == 0 {
 		t.Fatalf("no attempts logged in 1.5s of load; is the data plane logging at debug level?")
