@@ -30,6 +30,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
 	"sync/atomic"
 )
 
@@ -82,7 +83,11 @@ type Conn struct {
 	out       []byte // checked bytes not yet returned
 	buf       []byte // backing storage for in
 	outBuf    []byte // backing storage for out
-	upgrade   bool   // the current request asks for a WebSocket upgrade
+	// inArr and outArr are the pooled arrays behind buf and outBuf; an
+	// idle connection returns them (see readIdle), so that thousands of
+	// idle keep-alive connections hold no buffers of their own.
+	inArr, outArr *[bufSize]byte
+	upgrade       bool // the current request asks for a WebSocket upgrade
 	// reason says why a request was refused; written by the reading
 	// goroutine, read by handlers.
 	reason atomic.Pointer[string]
@@ -178,7 +183,13 @@ func (c *Conn) Read(p []byte) (int, error) {
 		if len(c.in) > 0 && c.step() {
 			continue
 		}
-		if err := c.fill(); err != nil {
+		var err error
+		if len(c.in) == 0 && len(c.out) == 0 {
+			err = c.readIdle(p)
+		} else {
+			err = c.fill()
+		}
+		if err != nil {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
 				return 0, err // a deadline: the held bytes wait for the next Read
@@ -192,10 +203,45 @@ func (c *Conn) Read(p []byte) (int, error) {
 	}
 }
 
+// bufSize is the size of the pooled buffers.
+const bufSize = 4096
+
+// bufPool holds the buffers of connections that are not idle.
+var bufPool = sync.Pool{New: func() any { return new([bufSize]byte) }}
+
+// readIdle reads with nothing held, typically waiting for the next request
+// on a keep-alive connection, which may take minutes: it returns the
+// connection's buffers to the pool, reads into the caller's buffer p, and
+// takes a buffer again only when bytes arrive.
+func (c *Conn) readIdle(p []byte) error {
+	c.in, c.out, c.buf, c.outBuf = nil, nil, nil, nil
+	if c.inArr != nil {
+		bufPool.Put(c.inArr)
+		c.inArr = nil
+	}
+	if c.outArr != nil {
+		bufPool.Put(c.outArr)
+		c.outArr = nil
+	}
+	if len(p) == 0 {
+		return c.fill()
+	}
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.inArr = bufPool.Get().(*[bufSize]byte)
+		c.buf = c.inArr[:0]
+		c.in = append(c.buf, p[:n]...) // p is at most what the caller can take back
+		c.scanned = 0
+		return nil
+	}
+	return err
+}
+
 // fill reads more bytes into in.
 func (c *Conn) fill() error {
 	if c.buf == nil {
-		c.buf = make([]byte, 0, 4096)
+		c.inArr = bufPool.Get().(*[bufSize]byte)
+		c.buf = c.inArr[:0]
 	}
 	if len(c.in) == 0 {
 		c.in = c.buf[:0]
@@ -288,6 +334,10 @@ func (c *Conn) endRequest() {
 }
 
 func (c *Conn) release(n int) {
+	if c.outBuf == nil {
+		c.outArr = bufPool.Get().(*[bufSize]byte)
+		c.outBuf = c.outArr[:0]
+	}
 	if len(c.out) == 0 {
 		c.out = c.outBuf[:0]
 	}
