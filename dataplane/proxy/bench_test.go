@@ -9,6 +9,7 @@ import (
 
 	"github.com/lb-project/lb/dataplane/proxy"
 	"github.com/lb-project/lb/dataplane/routing"
+	"github.com/lb-project/lb/dataplane/upstream"
 )
 
 var benchPayload = []byte("hello from the backend\n")
@@ -49,14 +50,29 @@ func (w *discardWriter) Flush() {}
 // BenchmarkProxyHandler measures Handler.ServeHTTP alone (one reused request,
 // a discarding writer) against a real loopback backend over a kept-alive
 // upstream connection: the allocations are the proxy's and its transport's.
+//
+// The "dataplane" case uses the data plane's own transports (package
+// upstream: the single-goroutine HTTP/1.1 path for requests without a body);
+// "net/http" uses a plain http.Transport.
 func BenchmarkProxyHandler(b *testing.B) {
+	b.Run("dataplane", func(b *testing.B) {
+		cache := upstream.NewCache(upstream.Options{})
+		b.Cleanup(cache.CloseIdleConnections)
+		benchProxyHandler(b, nil, cache)
+	})
+	b.Run("net/http", func(b *testing.B) {
+		tr := proxy.NewTransport()
+		b.Cleanup(tr.CloseIdleConnections)
+		benchProxyHandler(b, tr, nil)
+	})
+}
+
+func benchProxyHandler(b *testing.B, tr http.RoundTripper, tp routing.TransportSource) {
 	backend := benchBackend(b)
-	tr := proxy.NewTransport()
-	b.Cleanup(tr.CloseIdleConnections)
 	cur := &routing.Current{}
 	tab, err := routing.Build(nil, routing.Config{Version: 1, Pools: []routing.PoolConfig{
 		poolOf("web", []string{"bench.example.com"}, "", backendAddr(backend)),
-	}}, nil)
+	}}, tp)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -112,6 +112,9 @@ type Transport struct {
 	h1 *http.Transport
 	// h2 speaks HTTP/2 (h2 or h2c); nil when the protocol is HTTP1.
 	h2 *http.Transport
+	// fast sends plain HTTP/1.1 requests without a body on the caller's
+	// goroutine; nil when the backends speak TLS or only HTTP/2.
+	fast *fastH1
 }
 
 // Settings returns the settings t was built for.
@@ -119,10 +122,10 @@ func (t *Transport) Settings() Settings { return t.settings }
 
 // RoundTrip implements http.RoundTripper, choosing HTTP/1.1 or HTTP/2 for r.
 func (t *Transport) RoundTrip(r *http.Request) (*http.Response, error) {
-	if t.h2 == nil || isUpgrade(r) {
-		return t.h1.RoundTrip(r)
-	}
-	if t.settings.Protocol == Auto && !IsGRPC(r) {
+	if t.h2 == nil || isUpgrade(r) || t.settings.Protocol == Auto && !IsGRPC(r) {
+		if t.fast != nil && t.fast.eligible(r) {
+			return t.fast.RoundTrip(r)
+		}
 		return t.h1.RoundTrip(r)
 	}
 	return t.h2.RoundTrip(r)
@@ -140,6 +143,9 @@ func (t *Transport) TLSConfig() *tls.Config {
 // CloseIdleConnections closes the transport's idle connections.
 func (t *Transport) CloseIdleConnections() {
 	t.h1.CloseIdleConnections()
+	if t.fast != nil {
+		t.fast.closeIdle()
+	}
 	if t.h2 != nil {
 		t.h2.CloseIdleConnections()
 	}
@@ -297,6 +303,11 @@ func (c *Cache) build(s Settings) (*Transport, error) {
 		opts.IdleConnTimeout = s.IdleTimeout
 	}
 	t := &Transport{settings: s, h1: newHTTPTransport(opts, tlsCfg, false, &c.dials)}
+	if !s.TLS && (s.Protocol == Auto || s.Protocol == HTTP1) {
+		d := &net.Dialer{Timeout: opts.DialTimeout, KeepAlive: 30 * time.Second}
+		t.fast = &fastH1{dial: c.dials.dialer(d), maxIdle: opts.MaxIdleConnsPerHost,
+			idleTimeout: opts.IdleConnTimeout, respHeaderTimeout: opts.ResponseHeaderTimeout}
+	}
 	if s.Protocol != HTTP1 {
 		t.h2 = newHTTPTransport(opts, tlsCfg, true, &c.dials)
 	}
