@@ -8,8 +8,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -32,6 +34,8 @@ type fastH1 struct {
 type hostConns struct {
 	mu   sync.Mutex
 	idle []*fastConn
+	// sweep closes connections idle too long; nil while none is idle.
+	sweep *time.Timer
 }
 
 // fastConn is one upstream connection with its buffers.
@@ -40,6 +44,13 @@ type fastConn struct {
 	br        *bufio.Reader
 	bw        *bufio.Writer
 	idleSince time.Time
+
+	// raw and peekFn peek at the socket without blocking (see quiet);
+	// made once per connection so that the check allocates nothing.
+	raw     syscall.RawConn
+	peekFn  func(fd uintptr) bool
+	peekN   int
+	peekErr error
 }
 
 // eligible reports whether r can take the fast path.
@@ -48,10 +59,12 @@ func (f *fastH1) eligible(r *http.Request) bool {
 		r.Method != http.MethodConnect && !isUpgrade(r) && len(r.Header["Expect"]) == 0
 }
 
-// RoundTrip sends r, which must be eligible. A reused connection that turns
-// out to have been closed by the backend meanwhile (nothing came back) is
-// replaced by a new one once, as net/http's Transport does: the request had
-// no body, so sending it again is safe.
+// RoundTrip sends r, which must be eligible. Before a kept connection is
+// reused it is checked for having been closed, or having been sent
+// something, while idle (a backend's 408 before it hangs up, say); such a
+// connection is dropped. If a reused connection still gives nothing back,
+// the request is sent once more on a new connection when its method is
+// safe to repeat (GET, HEAD, OPTIONS, TRACE), as net/http's Transport does.
 func (f *fastH1) RoundTrip(r *http.Request) (*http.Response, error) {
 	addr := r.URL.Host
 	for attempt := 0; ; attempt++ {
@@ -64,38 +77,82 @@ func (f *fastH1) RoundTrip(r *http.Request) (*http.Response, error) {
 			return resp, nil
 		}
 		c.Close()
-		if !(reused && stale && attempt == 0 && r.Context().Err() == nil) {
+		if !(reused && stale && attempt == 0 && r.Context().Err() == nil && safeToRepeat(r.Method)) {
 			return nil, err
 		}
 	}
 }
 
-// get returns an idle connection to addr, or a new one.
+// safeToRepeat reports whether a request without a body may be sent again
+// after it may have reached the backend.
+func safeToRepeat(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	return false
+}
+
+// get returns an idle connection to addr that is still sound, or a new one.
 func (f *fastH1) get(ctx context.Context, addr string) (*fastConn, bool, error) {
 	if hv, ok := f.hosts.Load(addr); ok {
 		h := hv.(*hostConns)
-		now := time.Now()
-		h.mu.Lock()
-		for n := len(h.idle); n > 0; n = len(h.idle) {
+		for {
+			h.mu.Lock()
+			n := len(h.idle)
+			if n == 0 {
+				h.mu.Unlock()
+				break
+			}
 			c := h.idle[n-1]
 			h.idle[n-1] = nil
 			h.idle = h.idle[:n-1]
-			if now.Sub(c.idleSince) < f.idleTimeout {
-				h.mu.Unlock()
+			h.mu.Unlock()
+			if time.Since(c.idleSince) < f.idleTimeout && c.quiet() {
 				return c, true, nil
 			}
 			c.Close()
 		}
-		h.mu.Unlock()
 	}
 	nc, err := f.dial(ctx, "tcp", addr)
 	if err != nil {
 		return nil, false, err
 	}
-	return &fastConn{Conn: nc, br: bufio.NewReaderSize(nc, 4096), bw: bufio.NewWriterSize(nc, 4096)}, false, nil
+	return newFastConn(nc), false, nil
+}
+
+// newFastConn wraps a new connection.
+func newFastConn(nc net.Conn) *fastConn {
+	c := &fastConn{Conn: nc, br: bufio.NewReaderSize(nc, 4096), bw: bufio.NewWriterSize(nc, 4096)}
+	if sc, ok := nc.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			c.raw = rc
+			c.peekFn = func(fd uintptr) bool {
+				var b [1]byte
+				c.peekN, _, c.peekErr = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+				return true
+			}
+		}
+	}
+	return c
+}
+
+// quiet reports whether an idle connection is still open and has nothing
+// waiting to be read: one non-blocking peek at the socket. Anything a
+// backend sent while no request was out (or its FIN) cannot be the answer
+// to the next request.
+func (c *fastConn) quiet() bool {
+	if c.raw == nil {
+		return true
+	}
+	if err := c.raw.Read(c.peekFn); err != nil {
+		return false
+	}
+	return c.peekN < 0 && errors.Is(c.peekErr, syscall.EAGAIN)
 }
 
 // put keeps c for reuse, or closes it when the backend has enough idle.
+// Connections idle longer than the idle timeout are closed by a timer.
 func (f *fastH1) put(addr string, c *fastConn) {
 	hv, ok := f.hosts.Load(addr)
 	if !ok {
@@ -106,11 +163,36 @@ func (f *fastH1) put(addr string, c *fastConn) {
 	h.mu.Lock()
 	if len(h.idle) < f.maxIdle {
 		h.idle = append(h.idle, c)
+		if h.sweep == nil {
+			h.sweep = time.AfterFunc(f.idleTimeout, func() { f.sweep(h) })
+		}
 		h.mu.Unlock()
 		return
 	}
 	h.mu.Unlock()
 	c.Close()
+}
+
+// sweep closes h's connections that have been idle for the idle timeout,
+// and comes back when the next one will have been.
+func (f *fastH1) sweep(h *hostConns) {
+	now := time.Now()
+	h.mu.Lock()
+	i := 0
+	for i < len(h.idle) && now.Sub(h.idle[i].idleSince) >= f.idleTimeout {
+		i++
+	}
+	expired := slices.Clone(h.idle[:i])
+	h.idle = slices.Delete(h.idle, 0, i)
+	if len(h.idle) > 0 {
+		h.sweep.Reset(f.idleTimeout - now.Sub(h.idle[0].idleSince))
+	} else {
+		h.sweep = nil
+	}
+	h.mu.Unlock()
+	for _, c := range expired {
+		c.Close()
+	}
 }
 
 // closeIdle closes every idle connection.
@@ -120,6 +202,10 @@ func (f *fastH1) closeIdle() {
 		h.mu.Lock()
 		idle := h.idle
 		h.idle = nil
+		if h.sweep != nil {
+			h.sweep.Stop()
+			h.sweep = nil
+		}
 		h.mu.Unlock()
 		for _, c := range idle {
 			c.Close()
