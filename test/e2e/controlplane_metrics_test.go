@@ -12,8 +12,6 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 )
 
 // Helpers of the control plane metrics test. Every identifier starts with
@@ -86,7 +84,7 @@ func TestControlPlaneMetrics(t *testing.T) {
 		{name: "lb_controlplane_store_errors_total", labels: []string{"operation", "update"}, want: 0},
 		{name: "lb_controlplane_store_errors_total", labels: []string{"operation", "read"}, want: 0},
 	})
-	m := cpmScrape(t, cp.admin)
+	m := opsScrape(t, cp.admin)
 	if sum := m["lb_controlplane_config_propagation_seconds"].GetMetric()[0].GetHistogram().GetSampleSum(); sum <= 0 || sum > 60 {
 		t.Errorf("propagation histogram sum = %v s, want a positive time under a minute", sum)
 	}
@@ -213,21 +211,6 @@ func cpmDo(t *testing.T, method, url, body string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-// cpmScrape fetches and parses the exposition at http://admin/metrics.
-func cpmScrape(t *testing.T, admin string) map[string]*dto.MetricFamily {
-	t.Helper()
-	code, body := cpmDo(t, http.MethodGet, "http://"+admin+"/metrics", "")
-	if code != http.StatusOK {
-		t.Fatalf("GET /metrics = %d %q", code, body)
-	}
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(strings.NewReader(body))
-	if err != nil {
-		t.Fatalf("parse /metrics: %v\n%s", err, body)
-	}
-	return fams
-}
-
 // cpmWant is an expected sample: the series of name with exactly the label
 // pairs in labels (name, value, ...) has value want (a histogram: count),
 // or at least want when atLeast.
@@ -239,21 +222,15 @@ type cpmWant struct {
 }
 
 // value returns the sample's value in fams; ok is false without the series.
-func (w cpmWant) value(fams map[string]*dto.MetricFamily) (v float64, ok bool) {
+func (w cpmWant) value(fams opsMetrics) (v float64, ok bool) {
 	f := fams[w.name]
 	for _, m := range f.GetMetric() {
 		if len(m.GetLabel())*2 != len(w.labels) {
 			continue
 		}
 		match := true
-		for i := 0; i < len(w.labels); i += 2 {
-			found := false
-			for _, l := range m.GetLabel() {
-				if l.GetName() == w.labels[i] && l.GetValue() == w.labels[i+1] {
-					found = true
-				}
-			}
-			match = match && found
+		for i := 0; i < len(w.labels) && match; i += 2 {
+			match = opsLabel(m, w.labels[i]) == w.labels[i+1]
 		}
 		if !match {
 			continue
@@ -277,7 +254,7 @@ func cpmExpect(t *testing.T, admin, what string, wants []cpmWant) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		fams := cpmScrape(t, admin)
+		fams := opsScrape(t, admin)
 		var bad []string
 		for _, w := range wants {
 			v, ok := w.value(fams)
