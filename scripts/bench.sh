@@ -93,9 +93,8 @@ Options:
                    sessions are capped so that both sides fit in the open-files limit)
   --out FILE       JSON results (default ./bench-results.json)
   --profile DIR    also capture a CPU and an allocation profile of our data plane under
-                   h1-small (10 s each) into DIR and print `go tool pprof -top` of them;
-                   the data plane is built with net/http/pprof added through
-                   `go build -overlay` for this (the repository is not changed)
+                   h1-small (10 s each) into DIR and print `go tool pprof -top` of them
+                   (our data plane then runs with --pprof)
   --nginx-keepalive N  idle upstream connections nginx keeps (its `keepalive`; default 1024,
                    enough for the 1,000 streams of h2-tls; with 64 nginx closes and reopens
                    upstream connections there, as HAProxy and ours do not)
@@ -355,11 +354,8 @@ BA_WS="$H:$((PORT_BASE + 33))"
 BB="$H:$((PORT_BASE + 41))"
 BB_GRPC="$H:$((PORT_BASE + 42))"
 BB_WS="$H:$((PORT_BASE + 43))"
-PPROF_DP="$H:$((PORT_BASE + 51))"
-PPROF_ADMIN="$H:$((PORT_BASE + 53))"
-PPROF_HTTP="$H:$((PORT_BASE + 54))"
 for a in "$CP" "$DP" "$DP_TLS" "$DP_ADMIN" "$NGX" "$NGX_TLS" "$NGX_GRPC" "$HAP" "$HAP_TLS" "$HAP_GRPC" \
-	"$BA" "$BA_GRPC" "$BA_WS" "$BB" "$BB_GRPC" "$BB_WS" "$PPROF_DP" "$PPROF_ADMIN" "$PPROF_HTTP"; do
+	"$BA" "$BA_GRPC" "$BA_WS" "$BB" "$BB_GRPC" "$BB_WS"; do
 	port_free "${a##*:}" || die "port ${a##*:} is in use; choose other ports with --port-base"
 done
 
@@ -502,7 +498,8 @@ start_proxy() {
 	case "$1" in
 	ours)
 		start dataplane "$PROXY_CPU" env GOMAXPROCS=1 "$BIN/lb-dataplane" --controlplane "$CP" --node-id bench \
-			--listen "$DP" --tls-listen "$DP_TLS" --tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem" --admin-listen "$DP_ADMIN"
+			--listen "$DP" --tls-listen "$DP_TLS" --tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem" --admin-listen "$DP_ADMIN" \
+			${PROFILE_DIR:+--pprof}
 		for a in "$DP" "$DP_TLS" "$DP_ADMIN"; do wait_port "$a"; done
 		;;
 	nginx)
@@ -569,7 +566,6 @@ pids_of() {
 	ours) echo "${PID[dataplane]}" ;;
 	nginx) echo "${PID[nginx]} $(pgrep -P "${PID[nginx]}" | tr '\n' ' ')" ;;
 	haproxy) echo "${PID[haproxy]}" ;;
-	ours-pprof) echo "${PID[dataplane-pprof]}" ;;
 	esac
 }
 
@@ -586,7 +582,6 @@ addr_of() {
 	haproxy:grpc) echo "$HAP_GRPC" ;;
 	direct:h1) echo "$BA" ;;
 	direct:grpc) echo "$BA_GRPC" ;;
-	ours-pprof:h1) echo "$PPROF_DP" ;;
 	*) echo "" ;;
 	esac
 }
@@ -935,48 +930,12 @@ done
 # Optional profiles of our data plane under h1-small.
 PROFILE_NOTE=""
 profile() {
-	local admin="$DP_ADMIN" target=ours http
-	if curl -sf --max-time 2 -o /dev/null "http://$DP_ADMIN/debug/pprof/"; then
-		http="$DP_ADMIN"
-		PROFILE_NOTE="the data plane's own /debug/pprof on its admin listener"
-	else
-		# Build a copy with net/http/pprof on its own loopback listener, added
-		# through an overlay file: the repository is not touched.
-		cat >"$WORK/pprof_overlay.go" <<'EOF'
-package main
-
-import (
-	"net/http"
-	_ "net/http/pprof"
-	"os"
-)
-
-func init() {
-	if addr := os.Getenv("LB_BENCH_PPROF"); addr != "" {
-		go func() { _ = http.ListenAndServe(addr, nil) }()
-	}
-}
-EOF
-		jq -n --arg dst "$PWD/cmd/lb-dataplane/zz_bench_pprof.go" --arg src "$WORK/pprof_overlay.go" \
-			'{Replace: {($dst): $src}}' >"$WORK/overlay.json"
-		go build -overlay "$WORK/overlay.json" -o "$BIN/lb-dataplane-pprof" ./cmd/lb-dataplane
-		stop_pids "${PID[dataplane]}"
-		start dataplane-pprof "$PROXY_CPU" env GOMAXPROCS=1 LB_BENCH_PPROF="$PPROF_HTTP" "$BIN/lb-dataplane-pprof" \
-			--controlplane "$CP" --node-id bench-pprof --listen "$PPROF_DP" --admin-listen "$PPROF_ADMIN"
-		wait_port "$PPROF_DP"
-		wait_port "$PPROF_HTTP"
-		wait_version "$PPROF_ADMIN" "$CONFIG_VERSION"
-		admin="$PPROF_ADMIN"
-		target="ours-pprof"
-		http="$PPROF_HTTP"
-		PROFILE_NOTE="a copy of lb-dataplane built with net/http/pprof added by go build -overlay (the data plane exposes no pprof)"
-	fi
-	: "$admin"
+	# Our data plane runs with --pprof when --profile is given.
+	local target=ours http="$DP_ADMIN"
+	PROFILE_NOTE="the data plane's own /debug/pprof (--pprof) on its admin listener"
 	local a secs=10
 	a="$(addr_of "$target" h1)"
-	local bin="$BIN/lb-dataplane"
-	[[ $target == ours-pprof ]] && bin="$BIN/lb-dataplane-pprof"
-	cp "$bin" "$PROFILE_DIR/lb-dataplane"
+	cp "$BIN/lb-dataplane" "$PROFILE_DIR/lb-dataplane"
 	for kind in cpu allocs; do
 		log "profiling our data plane under h1-small: $kind, ${secs}s"
 		timeout -k 5 $((secs + TIMEOUT_PAD)) taskset -c "$LOAD_CPU" wrk -t1 -c50 -d"$((secs + 3))s" "http://$a/small" >"$PROFILE_DIR/wrk-$kind.txt" 2>&1 &
