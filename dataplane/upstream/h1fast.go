@@ -278,6 +278,7 @@ type fastBody struct {
 	done     atomic.Bool
 }
 
+// Read implements io.Reader, noting when the body has been read to its end.
 func (b *fastBody) Read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
 	if err == io.EOF {
