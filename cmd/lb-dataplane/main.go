@@ -94,9 +94,24 @@ func main() {
 	defer stop()
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	reload := make(chan struct{}, 1)
+	// The SIGHUP relay lives as long as the data plane: main ends it on
+	// the way out.
+	hupCtx, stopHUP := context.WithCancel(ctx)
+	hupDone := make(chan struct{})
+	defer func() {
+		stopHUP()
+		<-hupDone
+	}()
 	go func() {
-		for range hup {
+		defer close(hupDone)
+		for {
+			select {
+			case <-hupCtx.Done():
+				return
+			case <-hup:
+			}
 			// SIGHUP re-reads certificates and undoes a run-time log
 			// level change (PUT /log-level).
 			if err := logging.SetLevel(log, *logLevel); err != nil {
