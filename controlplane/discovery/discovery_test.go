@@ -89,9 +89,13 @@ func newEnvIn(t *testing.T, dir string, seed func(ctx context.Context, st *bolts
 }
 
 // newServer starts a discovery server that nothing feeds; tests Publish to it.
-func newServer(t *testing.T) *env {
+// configure, if given, sets the server up before it serves.
+func newServer(t *testing.T, configure ...func(*discovery.Server)) *env {
 	t.Helper()
 	disc := discovery.New(hclog.NewNullLogger())
+	for _, f := range configure {
+		f(disc)
+	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("listen: %v", err)

@@ -3,15 +3,10 @@ package discovery_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"slices"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/hashicorp/go-hclog"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	lbv1 "github.com/lb-project/lb/api/lb/v1"
 	"github.com/lb-project/lb/controlplane/discovery"
@@ -81,31 +76,8 @@ func waitCounts(t *testing.T, r *recorder, what string, cond func(c counts) bool
 // the test ends.
 func observedServer(t *testing.T, rec *recorder) (*discovery.Server, lbv1.DiscoveryServiceClient) {
 	t.Helper()
-	disc := discovery.New(hclog.NewNullLogger())
-	disc.Observer = rec
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
-	srv := grpc.NewServer()
-	lbv1.RegisterDiscoveryServiceServer(srv, disc)
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		srv.Stop()
-		t.Fatalf("dial: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := conn.Close(); err != nil {
-			t.Errorf("close client: %v", err)
-		}
-		srv.Stop()
-		if err := <-served; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return disc, lbv1.NewDiscoveryServiceClient(conn)
+	e := newServer(t, func(d *discovery.Server) { d.Observer = rec })
+	return e.disc, e.client
 }
 
 // TestObserverPropagation plays a script of publications, connections,

@@ -28,10 +28,11 @@ func opsSlowBody(id string, size int) []byte {
 	return bytes.Repeat(pattern, size/len(pattern)+1)[:size]
 }
 
-// opsStartSlowBackend starts a backend that answers GET ?id=ID&size=N after
-// opsSlowDelay with opsSlowBody(ID, N), and sends ID on arrived as each
-// request arrives.
-func opsStartSlowBackend(t *testing.T, arrived chan<- string) *lbBackend {
+// opsStartSlowBackend starts a backend that answers GET ?id=ID&size=N with
+// opsSlowBody(ID, N) once hold is closed or after wait, whichever comes
+// first (a nil hold: after wait), and sends ID on arrived as each request
+// arrives.
+func opsStartSlowBackend(t *testing.T, arrived chan<- string, hold <-chan struct{}, wait time.Duration) *lbBackend {
 	t.Helper()
 	return lbStartBackend(t, "slow", func(w http.ResponseWriter, r *http.Request) {
 		id := r.URL.Query().Get("id")
@@ -44,9 +45,10 @@ func opsStartSlowBackend(t *testing.T, arrived chan<- string) *lbBackend {
 		case arrived <- id:
 		default:
 		}
-		timer := time.NewTimer(opsSlowDelay)
+		timer := time.NewTimer(wait)
 		defer timer.Stop()
 		select {
+		case <-hold:
 		case <-timer.C:
 		case <-r.Context().Done():
 			return
@@ -163,7 +165,7 @@ func opsShutdownRequests(t *testing.T) {
 	const drain = 10 * time.Second
 	e := opsStart(t, "dp-shutdown", "--drain-timeout", drain.String())
 	arrived := make(chan string, 64)
-	be := opsStartSlowBackend(t, arrived)
+	be := opsStartSlowBackend(t, arrived, nil, opsSlowDelay)
 	e.apply(t, "pool", "create", "slow", "--backend", be.addr)
 
 	// 5 HTTP/1.1 requests (5 connections), 5 HTTP/2 requests (one h2c

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -56,28 +55,7 @@ func upgStartSlowBackend(t *testing.T) *upgSlowBackend {
 	t.Helper()
 	s := &upgSlowBackend{arrived: make(chan string, 64), gate: make(chan struct{})}
 	t.Cleanup(s.release) // handlers end before the backend stops
-	s.lbBackend = lbStartBackend(t, "slow", func(w http.ResponseWriter, r *http.Request) {
-		id := r.URL.Query().Get("id")
-		size, err := strconv.Atoi(r.URL.Query().Get("size"))
-		if err != nil || size <= 0 {
-			http.Error(w, "want ?size=N", http.StatusBadRequest)
-			return
-		}
-		select {
-		case s.arrived <- id:
-		default:
-		}
-		timer := time.NewTimer(30 * time.Second)
-		defer timer.Stop()
-		select {
-		case <-s.gate:
-		case <-timer.C:
-		case <-r.Context().Done():
-			return
-		}
-		w.Header().Set("Content-Length", strconv.Itoa(size))
-		_, _ = w.Write(opsSlowBody(id, size))
-	})
+	s.lbBackend = opsStartSlowBackend(t, s.arrived, s.gate, 30*time.Second)
 	return s
 }
 
