@@ -121,59 +121,67 @@ func boolValue(b bool) float64 {
 	return 0
 }
 
-// Collect implements prometheus.Collector.
-func (c *Collector) Collect(ch chan<- prometheus.Metric) {
-	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
-	}
-	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
-	}
-	requests := func(r *stats.Requests, pool, backend string) {
-		for m := range stats.NumMethods {
-			for k := range stats.NumCodes {
-				if v := r[m][k].Load(); v > 0 {
-					counter(requestsDesc, v, pool, backend, stats.MethodNames[m], stats.CodeNames[k])
-				}
+// emitter sends const metrics to a Collect channel.
+type emitter chan<- prometheus.Metric
+
+func (e emitter) counter(d *prometheus.Desc, v uint64, labels ...string) {
+	e <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+}
+
+func (e emitter) gauge(d *prometheus.Desc, v float64, labels ...string) {
+	e <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+}
+
+// requests emits the non-zero request counts of r.
+func (e emitter) requests(r *stats.Requests, pool, backend string) {
+	for m := range stats.NumMethods {
+		for k := range stats.NumCodes {
+			if v := r[m][k].Load(); v > 0 {
+				e.counter(requestsDesc, v, pool, backend, stats.MethodNames[m], stats.CodeNames[k])
 			}
 		}
 	}
-	histogram := func(d *prometheus.Desc, h *stats.Histogram, pool string) {
-		count, sum, buckets := h.Snapshot()
-		ch <- prometheus.MustNewConstHistogram(d, count, sum, buckets, pool)
-	}
+}
 
+func (e emitter) histogram(d *prometheus.Desc, h *stats.Histogram, pool string) {
+	count, sum, buckets := h.Snapshot()
+	e <- prometheus.MustNewConstHistogram(d, count, sum, buckets, pool)
+}
+
+// Collect implements prometheus.Collector.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	e := emitter(ch)
 	if c.src.Unrouted != nil {
-		requests(c.src.Unrouted, "", "")
+		e.requests(c.src.Unrouted, "", "")
 	}
 	if c.src.Tables != nil {
 		if t := c.src.Tables.Load(); t != nil {
-			c.collectPools(t, requests, histogram, counter, gauge)
+			collectPools(e, t)
 		}
 	}
 	if d := c.src.Dials; d != nil {
 		d.Range(func(addr string, dc *upstream.DialCounts) {
-			counter(upstreamConnsDesc, dc.Attempts.Load(), addr)
-			counter(upstreamConnFailDesc, dc.Failures.Load(), addr)
+			e.counter(upstreamConnsDesc, dc.Attempts.Load(), addr)
+			e.counter(upstreamConnFailDesc, dc.Failures.Load(), addr)
 		})
 	}
 	if cs := c.src.Conns; cs != nil {
 		for l := range stats.NumListeners {
-			counter(acceptedDesc, cs.Accepted[l].Load(), stats.ListenerNames[l])
+			e.counter(acceptedDesc, cs.Accepted[l].Load(), stats.ListenerNames[l])
 			for p := range stats.NumProtos {
-				gauge(connsDesc, float64(cs.Active[l][p].Load()), stats.ListenerNames[l], stats.ProtoNames[p])
+				e.gauge(connsDesc, float64(cs.Active[l][p].Load()), stats.ListenerNames[l], stats.ProtoNames[p])
 			}
 		}
 	}
 	if c.src.Tunnels != nil {
-		gauge(tunnelsDesc, float64(c.src.Tunnels.OpenTunnels()))
+		e.gauge(tunnelsDesc, float64(c.src.Tunnels.OpenTunnels()))
 	}
 	if c.src.Status != nil {
 		st := c.src.Status.Status()
-		gauge(versionDesc, float64(st.Config.Version))
-		gauge(connectedDesc, boolValue(st.Connected))
+		e.gauge(versionDesc, float64(st.Config.Version))
+		e.gauge(connectedDesc, boolValue(st.Connected))
 		if !st.AppliedAt.IsZero() {
-			gauge(appliedDesc, float64(st.AppliedAt.UnixNano())/1e9)
+			e.gauge(appliedDesc, float64(st.AppliedAt.UnixNano())/1e9)
 		}
 	}
 	if c.src.Certs != nil {
@@ -182,37 +190,33 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			if len(ci.Names) > 0 {
 				name = ci.Names[0]
 			}
-			gauge(certExpiryDesc, float64(ci.NotAfter.Unix()), ci.Source, name)
+			e.gauge(certExpiryDesc, float64(ci.NotAfter.Unix()), ci.Source, name)
 		}
 	}
 	if c.src.AccessLog != nil {
-		counter(accessDroppedDesc, c.src.AccessLog.Dropped())
+		e.counter(accessDroppedDesc, c.src.AccessLog.Dropped())
 	}
 }
 
-func (c *Collector) collectPools(t *routing.Table,
-	requests func(*stats.Requests, string, string),
-	histogram func(*prometheus.Desc, *stats.Histogram, string),
-	counter func(*prometheus.Desc, uint64, ...string),
-	gauge func(*prometheus.Desc, float64, ...string),
-) {
+// collectPools emits the metrics of t's pools and backends.
+func collectPools(e emitter, t *routing.Table) {
 	for _, p := range t.Pools() {
-		requests(&p.Stats.NoBackend, p.Name, "")
-		histogram(durationDesc, &p.Stats.Duration, p.Name)
-		histogram(upstreamDurationDesc, &p.Stats.Upstream, p.Name)
-		counter(retriesDesc, p.Stats.Retries.Load(), p.Name)
+		e.requests(&p.Stats.NoBackend, p.Name, "")
+		e.histogram(durationDesc, &p.Stats.Duration, p.Name)
+		e.histogram(upstreamDurationDesc, &p.Stats.Upstream, p.Name)
+		e.counter(retriesDesc, p.Stats.Retries.Load(), p.Name)
 		for i, b := range p.Backends {
 			st := p.States[i]
 			s := &st.Stats
-			requests(&s.Requests, p.Name, b.Address)
-			counter(requestBytesDesc, s.RequestBytes.Load(), p.Name, b.Address)
-			counter(responseBytesDesc, s.ResponseBytes.Load(), p.Name, b.Address)
-			counter(upstreamRequestsDesc, s.UpstreamRequests.Load(), p.Name, b.Address)
-			counter(ejectionsDesc, s.Ejections.Load(), p.Name, b.Address)
-			gauge(healthyDesc, boolValue(st.Healthy()), p.Name, b.Address)
-			gauge(ejectedDesc, boolValue(st.Ejected(nowNano())), p.Name, b.Address)
-			gauge(drainingDesc, boolValue(b.Draining), p.Name, b.Address)
-			gauge(inFlightDesc, float64(st.InFlight()), p.Name, b.Address)
+			e.requests(&s.Requests, p.Name, b.Address)
+			e.counter(requestBytesDesc, s.RequestBytes.Load(), p.Name, b.Address)
+			e.counter(responseBytesDesc, s.ResponseBytes.Load(), p.Name, b.Address)
+			e.counter(upstreamRequestsDesc, s.UpstreamRequests.Load(), p.Name, b.Address)
+			e.counter(ejectionsDesc, s.Ejections.Load(), p.Name, b.Address)
+			e.gauge(healthyDesc, boolValue(st.Healthy()), p.Name, b.Address)
+			e.gauge(ejectedDesc, boolValue(st.Ejected(nowNano())), p.Name, b.Address)
+			e.gauge(drainingDesc, boolValue(b.Draining), p.Name, b.Address)
+			e.gauge(inFlightDesc, float64(st.InFlight()), p.Name, b.Address)
 		}
 	}
 }

@@ -22,7 +22,7 @@ import (
 // and a reader) and back, which costs more than the exchange on loopback;
 // every other request still goes through it.
 type fastH1 struct {
-	dial              func(ctx context.Context, network, addr string) (net.Conn, error)
+	dial              dialFunc
 	maxIdle           int
 	idleTimeout       time.Duration
 	respHeaderTimeout time.Duration

@@ -215,8 +215,11 @@ func (d *DialStats) Range(fn func(addr string, c *DialCounts)) {
 	})
 }
 
+// dialFunc is the shape of net.Dialer.DialContext.
+type dialFunc = func(ctx context.Context, network, addr string) (net.Conn, error)
+
 // dialer returns a DialContext that counts into d.
-func (d *DialStats) dialer(nd *net.Dialer) func(ctx context.Context, network, addr string) (net.Conn, error) {
+func (d *DialStats) dialer(nd *net.Dialer) dialFunc {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c := d.For(addr)
 		c.Attempts.Add(1)
@@ -302,23 +305,22 @@ func (c *Cache) build(s Settings) (*Transport, error) {
 	if s.IdleTimeout > 0 {
 		opts.IdleConnTimeout = s.IdleTimeout
 	}
-	t := &Transport{settings: s, h1: newHTTPTransport(opts, tlsCfg, false, &c.dials)}
+	dial := c.dials.dialer(&net.Dialer{Timeout: opts.DialTimeout, KeepAlive: 30 * time.Second})
+	t := &Transport{settings: s, h1: newHTTPTransport(opts, tlsCfg, false, dial)}
 	if !s.TLS && (s.Protocol == Auto || s.Protocol == HTTP1) {
-		d := &net.Dialer{Timeout: opts.DialTimeout, KeepAlive: 30 * time.Second}
-		t.fast = &fastH1{dial: c.dials.dialer(d), maxIdle: opts.MaxIdleConnsPerHost,
+		t.fast = &fastH1{dial: dial, maxIdle: opts.MaxIdleConnsPerHost,
 			idleTimeout: opts.IdleConnTimeout, respHeaderTimeout: opts.ResponseHeaderTimeout}
 	}
 	if s.Protocol != HTTP1 {
-		t.h2 = newHTTPTransport(opts, tlsCfg, true, &c.dials)
+		t.h2 = newHTTPTransport(opts, tlsCfg, true, dial)
 	}
 	return t, nil
 }
 
-func newHTTPTransport(opts Options, tlsCfg *tls.Config, http2 bool, dials *DialStats) *http.Transport {
-	d := &net.Dialer{Timeout: opts.DialTimeout, KeepAlive: 30 * time.Second}
+func newHTTPTransport(opts Options, tlsCfg *tls.Config, http2 bool, dial dialFunc) *http.Transport {
 	t := &http.Transport{
 		Proxy:                 nil,
-		DialContext:           dials.dialer(d),
+		DialContext:           dial,
 		MaxIdleConns:          0,
 		MaxIdleConnsPerHost:   opts.MaxIdleConnsPerHost,
 		IdleConnTimeout:       opts.IdleConnTimeout,
