@@ -200,6 +200,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 
 // collectPools emits the metrics of t's pools and backends.
 func collectPools(e emitter, t *routing.Table) {
+	now := time.Now().UnixNano()
 	for _, p := range t.Pools() {
 		e.requests(&p.Stats.NoBackend, p.Name, "")
 		e.histogram(durationDesc, &p.Stats.Duration, p.Name)
@@ -214,11 +215,9 @@ func collectPools(e emitter, t *routing.Table) {
 			e.counter(upstreamRequestsDesc, s.UpstreamRequests.Load(), p.Name, b.Address)
 			e.counter(ejectionsDesc, s.Ejections.Load(), p.Name, b.Address)
 			e.gauge(healthyDesc, boolValue(st.Healthy()), p.Name, b.Address)
-			e.gauge(ejectedDesc, boolValue(st.Ejected(nowNano())), p.Name, b.Address)
+			e.gauge(ejectedDesc, boolValue(st.Ejected(now)), p.Name, b.Address)
 			e.gauge(drainingDesc, boolValue(b.Draining), p.Name, b.Address)
 			e.gauge(inFlightDesc, float64(st.InFlight()), p.Name, b.Address)
 		}
 	}
 }
-
-func nowNano() int64 { return time.Now().UnixNano() }
