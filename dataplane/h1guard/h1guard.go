@@ -32,6 +32,8 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+
+	"github.com/lb-project/lb/dataplane/h1wire"
 )
 
 // rejectPath is the path of the synthetic request that stands for a refused
@@ -471,7 +473,7 @@ func (c *Conn) stepTrailer() bool {
 		c.endRequest()
 		return true
 	}
-	if _, _, err := checkField(c.in[:i]); err != "" {
+	if _, _, err := h1wire.CheckField(c.in[:i]); err != "" {
 		c.reject("trailer: " + err)
 		return true
 	}

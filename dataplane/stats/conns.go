@@ -58,13 +58,23 @@ func (c *Conn) SetProto(p int) {
 // from HTTP/1.1: only the HTTP/2 preface starts with "PRI".
 func (c *Conn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
-	if !c.sniffed && n > 0 {
-		c.sniffed = true
-		if n >= 3 && string(p[:3]) == "PRI" {
-			c.SetProto(ProtoHTTP2)
-		}
+	if n > 0 {
+		c.Sniff(p[:n])
 	}
 	return n, err
+}
+
+// Sniff looks at the first bytes read from the connection, when they were
+// read around Read (from the socket itself); later calls do nothing.
+// Reads and Sniff must not be concurrent.
+func (c *Conn) Sniff(first []byte) {
+	if c.sniffed || len(first) == 0 {
+		return
+	}
+	c.sniffed = true
+	if len(first) >= 3 && string(first[:3]) == "PRI" {
+		c.SetProto(ProtoHTTP2)
+	}
 }
 
 // Close implements net.Conn; the connection stops counting at the first

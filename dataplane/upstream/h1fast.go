@@ -15,13 +15,15 @@ import (
 	"time"
 )
 
-// fastH1 sends the common request — plain HTTP/1.1, no body, no upgrade —
-// on the calling goroutine: it writes the request and reads the response
-// head itself, over connections kept per backend. net/http's Transport
-// would hand each request to two goroutines of the connection (a writer
-// and a reader) and back, which costs more than the exchange on loopback;
-// every other request still goes through it.
-type fastH1 struct {
+// H1Pool keeps plain HTTP/1.1 connections per backend and sends the common
+// request — plain HTTP/1.1, no body, no upgrade — on the calling goroutine:
+// it writes the request and reads the response head itself. net/http's
+// Transport would hand each request to two goroutines of the connection (a
+// writer and a reader) and back, which costs more than the exchange on
+// loopback; every other request still goes through it. Callers that speak
+// HTTP/1.1 themselves (the proxy's own HTTP/1.1 server) take connections
+// with Get and give them back with Put.
+type H1Pool struct {
 	dial              dialFunc
 	maxIdle           int
 	idleTimeout       time.Duration
@@ -33,13 +35,14 @@ type fastH1 struct {
 // hostConns are the idle connections to one backend, most recent last.
 type hostConns struct {
 	mu   sync.Mutex
-	idle []*fastConn
+	idle []*H1Conn
 	// sweep closes connections idle too long; nil while none is idle.
 	sweep *time.Timer
 }
 
-// fastConn is one upstream connection with its buffers.
-type fastConn struct {
+// H1Conn is one upstream connection with its buffers. A caller that took it
+// with Get writes to it directly and reads through Reader.
+type H1Conn struct {
 	net.Conn
 	br        *bufio.Reader
 	bw        *bufio.Writer
@@ -54,7 +57,7 @@ type fastConn struct {
 }
 
 // eligible reports whether r can take the fast path.
-func (f *fastH1) eligible(r *http.Request) bool {
+func (f *H1Pool) eligible(r *http.Request) bool {
 	return (r.Body == nil || r.Body == http.NoBody) && r.ContentLength == 0 && r.URL.Scheme == "http" &&
 		r.Method != http.MethodConnect && !isUpgrade(r) && len(r.Header["Expect"]) == 0
 }
@@ -65,10 +68,10 @@ func (f *fastH1) eligible(r *http.Request) bool {
 // connection is dropped. If a reused connection still gives nothing back,
 // the request is sent once more on a new connection when its method is
 // safe to repeat (GET, HEAD, OPTIONS, TRACE), as net/http's Transport does.
-func (f *fastH1) RoundTrip(r *http.Request) (*http.Response, error) {
+func (f *H1Pool) RoundTrip(r *http.Request) (*http.Response, error) {
 	addr := r.URL.Host
 	for attempt := 0; ; attempt++ {
-		c, reused, err := f.get(r.Context(), addr)
+		c, reused, err := f.Get(r.Context(), addr)
 		if err != nil {
 			return nil, err
 		}
@@ -77,15 +80,15 @@ func (f *fastH1) RoundTrip(r *http.Request) (*http.Response, error) {
 			return resp, nil
 		}
 		c.Close()
-		if !(reused && stale && attempt == 0 && r.Context().Err() == nil && safeToRepeat(r.Method)) {
+		if !(reused && stale && attempt == 0 && r.Context().Err() == nil && SafeToRepeat(r.Method)) {
 			return nil, err
 		}
 	}
 }
 
-// safeToRepeat reports whether a request without a body may be sent again
+// SafeToRepeat reports whether a request without a body may be sent again
 // after it may have reached the backend.
-func safeToRepeat(method string) bool {
+func SafeToRepeat(method string) bool {
 	switch method {
 	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
 		return true
@@ -93,8 +96,9 @@ func safeToRepeat(method string) bool {
 	return false
 }
 
-// get returns an idle connection to addr that is still sound, or a new one.
-func (f *fastH1) get(ctx context.Context, addr string) (*fastConn, bool, error) {
+// Get returns an idle connection to addr that is still sound (and true),
+// or a new one.
+func (f *H1Pool) Get(ctx context.Context, addr string) (*H1Conn, bool, error) {
 	if hv, ok := f.hosts.Load(addr); ok {
 		h := hv.(*hostConns)
 		for {
@@ -118,12 +122,12 @@ func (f *fastH1) get(ctx context.Context, addr string) (*fastConn, bool, error) 
 	if err != nil {
 		return nil, false, err
 	}
-	return newFastConn(nc), false, nil
+	return newH1Conn(nc), false, nil
 }
 
-// newFastConn wraps a new connection.
-func newFastConn(nc net.Conn) *fastConn {
-	c := &fastConn{Conn: nc, br: bufio.NewReaderSize(nc, 4096), bw: bufio.NewWriterSize(nc, 4096)}
+// newH1Conn wraps a new connection.
+func newH1Conn(nc net.Conn) *H1Conn {
+	c := &H1Conn{Conn: nc, br: bufio.NewReaderSize(nc, 4096), bw: bufio.NewWriterSize(nc, 4096)}
 	if sc, ok := nc.(syscall.Conn); ok {
 		if rc, err := sc.SyscallConn(); err == nil {
 			c.raw = rc
@@ -137,11 +141,19 @@ func newFastConn(nc net.Conn) *fastConn {
 	return c
 }
 
+// Reader returns the connection's buffered reader; read responses only
+// through it.
+func (c *H1Conn) Reader() *bufio.Reader { return c.br }
+
+// ResponseHeaderTimeout is how long to wait for a response head; 0: no
+// limit.
+func (f *H1Pool) ResponseHeaderTimeout() time.Duration { return f.respHeaderTimeout }
+
 // quiet reports whether an idle connection is still open and has nothing
 // waiting to be read: one non-blocking peek at the socket. Anything a
 // backend sent while no request was out (or its FIN) cannot be the answer
 // to the next request.
-func (c *fastConn) quiet() bool {
+func (c *H1Conn) quiet() bool {
 	if c.raw == nil {
 		return true
 	}
@@ -151,9 +163,9 @@ func (c *fastConn) quiet() bool {
 	return c.peekN < 0 && errors.Is(c.peekErr, syscall.EAGAIN)
 }
 
-// put keeps c for reuse, or closes it when the backend has enough idle.
+// Put keeps c for reuse, or closes it when the backend has enough idle.
 // Connections idle longer than the idle timeout are closed by a timer.
-func (f *fastH1) put(addr string, c *fastConn) {
+func (f *H1Pool) Put(addr string, c *H1Conn) {
 	hv, ok := f.hosts.Load(addr)
 	if !ok {
 		hv, _ = f.hosts.LoadOrStore(addr, new(hostConns))
@@ -175,7 +187,7 @@ func (f *fastH1) put(addr string, c *fastConn) {
 
 // sweep closes h's connections that have been idle for the idle timeout,
 // and comes back when the next one will have been.
-func (f *fastH1) sweep(h *hostConns) {
+func (f *H1Pool) sweep(h *hostConns) {
 	now := time.Now()
 	h.mu.Lock()
 	i := 0
@@ -196,7 +208,7 @@ func (f *fastH1) sweep(h *hostConns) {
 }
 
 // closeIdle closes every idle connection.
-func (f *fastH1) closeIdle() {
+func (f *H1Pool) closeIdle() {
 	f.hosts.Range(func(_, hv any) bool {
 		h := hv.(*hostConns)
 		h.mu.Lock()
@@ -221,7 +233,7 @@ var errServerClosed = errors.New("backend closed the connection before answering
 // exchange writes r on c and reads the response head. stale reports that
 // nothing at all came back (the connection may have been closed while
 // idle). The response body returns c to the pool when read to its end.
-func (f *fastH1) exchange(c *fastConn, r *http.Request, addr string) (resp *http.Response, stale bool, err error) {
+func (f *H1Pool) exchange(c *H1Conn, r *http.Request, addr string) (resp *http.Response, stale bool, err error) {
 	// A client that goes away cuts the exchange short through the
 	// connection's deadline.
 	stop := context.AfterFunc(r.Context(), func() { _ = c.SetDeadline(time.Unix(1, 0)) })
@@ -269,8 +281,8 @@ func (f *fastH1) exchange(c *fastConn, r *http.Request, addr string) (resp *http
 // its end, and closes it otherwise.
 type fastBody struct {
 	rc       io.ReadCloser
-	c        *fastConn
-	f        *fastH1
+	c        *H1Conn
+	f        *H1Pool
 	addr     string
 	stop     func() bool
 	reusable bool
@@ -299,7 +311,7 @@ func (b *fastBody) Close() error {
 	}
 	if b.eof && b.reusable && b.c.br.Buffered() == 0 {
 		_ = b.c.SetDeadline(time.Time{})
-		b.f.put(b.addr, b.c)
+		b.f.Put(b.addr, b.c)
 		return nil
 	}
 	return b.c.Close()

@@ -114,7 +114,7 @@ type Transport struct {
 	h2 *http.Transport
 	// fast sends plain HTTP/1.1 requests without a body on the caller's
 	// goroutine; nil when the backends speak TLS or only HTTP/2.
-	fast *fastH1
+	fast *H1Pool
 }
 
 // Settings returns the settings t was built for.
@@ -129,6 +129,16 @@ func (t *Transport) RoundTrip(r *http.Request) (*http.Response, error) {
 		return t.h1.RoundTrip(r)
 	}
 	return t.h2.RoundTrip(r)
+}
+
+// H1 returns the pool of plain HTTP/1.1 connections that carries t's
+// requests other than gRPC and upgrades, or nil when the backends are
+// reached over TLS or only over HTTP/2.
+func (t *Transport) H1() *H1Pool {
+	if t.fast == nil || t.h2 != nil && t.settings.Protocol != Auto {
+		return nil
+	}
+	return t.fast
 }
 
 // TLSConfig returns a copy of the TLS client configuration towards the
@@ -308,7 +318,7 @@ func (c *Cache) build(s Settings) (*Transport, error) {
 	dial := c.dials.dialer(&net.Dialer{Timeout: opts.DialTimeout, KeepAlive: 30 * time.Second})
 	t := &Transport{settings: s, h1: newHTTPTransport(opts, tlsCfg, false, dial)}
 	if !s.TLS && (s.Protocol == Auto || s.Protocol == HTTP1) {
-		t.fast = &fastH1{dial: dial, maxIdle: opts.MaxIdleConnsPerHost,
+		t.fast = &H1Pool{dial: dial, maxIdle: opts.MaxIdleConnsPerHost,
 			idleTimeout: opts.IdleConnTimeout, respHeaderTimeout: opts.ResponseHeaderTimeout}
 	}
 	if s.Protocol != HTTP1 {
