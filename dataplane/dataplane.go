@@ -297,9 +297,24 @@ func Run(ctx context.Context, cfg Config, reload <-chan struct{}) error {
 	if access != nil {
 		goRun(func() error { return access.Run(accessCtx) })
 	}
+	// The plain listener's connections are served by the proxy's own
+	// HTTP/1.1 server; net/http (with h1guard) takes over a connection at
+	// the first request that server leaves to it (h2c, bodies, upgrades...).
 	plainSrv := servers[0]
+	fallback := newChanListener(proxyLis.Addr())
+	h1srv := handler.NewH1Server(proxy.H1Config{
+		Fallback:          func(c net.Conn) bool { return fallback.deliver(h1guard.New(c)) },
+		IdleTimeout:       plainSrv.IdleTimeout,
+		ReadHeaderTimeout: plainSrv.ReadHeaderTimeout,
+	})
 	counted := stats.Listener{Listener: proxyLis, Conns: &conns, Kind: stats.ListenerHTTP}
-	goRun(func() error { return serve(plainSrv, h1guard.Listener{Listener: counted}, "proxy") })
+	goRun(func() error { return serve(plainSrv, fallback, "proxy") })
+	goRun(func() error {
+		if err := h1srv.Serve(counted); err != nil {
+			return fmt.Errorf("dataplane: proxy server: %w", err)
+		}
+		return nil
+	})
 	goRun(func() error { return serve(adminSrv, adminLis, "admin") })
 	if certStore != nil {
 		// The TLS listener negotiates HTTP/2 or HTTP/1.1 by ALPN; tlsMux
@@ -375,6 +390,13 @@ func Run(ctx context.Context, cfg Config, reload <-chan struct{}) error {
 	// together. WebSocket tunnels (hijacked, so not the servers' concern)
 	// drain meanwhile and get a close frame at the deadline.
 	var drained sync.WaitGroup
+	drained.Add(1)
+	go func() {
+		defer drained.Done()
+		if err := h1srv.Shutdown(drainCtx); err != nil {
+			log.Warn("drain timed out; closed remaining HTTP/1.1 connections", "error", err)
+		}
+	}()
 	for _, srv := range servers {
 		drained.Add(1)
 		go func() {

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -43,16 +44,45 @@ func (h *Handler) roundTrip(r *http.Request, pool *routing.Pool, upgrade string,
 	if pool.Transport != nil {
 		rt = pool.Transport
 	}
-	key := hashKey(pool, r)
+	key := hashKey(pool, headerLookup(r.Header), r.RemoteAddr, r.URL.Path)
 	body, replay := replayableBody(r)
 	o.body, o.bytesIn = body, int64(len(replay))
+	var resp *http.Response
+	idx, err := h.tryBackends(r.Context(), pool, key, o, func() bool {
+		return replay != nil || body == nil || !body.consumed.Load()
+	}, func(idx int) (int, error) {
+		outreq.URL.Host = pool.Backends[idx].Address
+		if replay != nil {
+			outreq.Body = io.NopCloser(bytes.NewReader(replay))
+		} else if body != nil {
+			outreq.Body = body
+		}
+		var err error
+		if resp, err = rt.RoundTrip(outreq); err != nil {
+			return 0, err
+		}
+		return resp.StatusCode, nil
+	})
+	return resp, idx, err
+}
+
+// tryBackends runs try on a backend of pool picked by its selector, and on
+// another one when try fails before any response, ctx (the client) is still
+// there, safe says the request may be sent again, the error is retryable and
+// the pool allows more attempts. try sends the request to backend idx and
+// returns its status. On success the backend's request stays counted in
+// flight: the caller calls pool.States[idx].End() when done with it. On
+// error, idx names the last backend tried (or is 0 with errNoBackend). It
+// counts upstream requests, retries, successes and failures.
+func (h *Handler) tryBackends(ctx context.Context, pool *routing.Pool, key uint64, o *outcome,
+	safe func() bool, try func(idx int) (int, error)) (int, error) {
 	var tried uint64
 	attempts := int(pool.Retries) + 1
 	for attempt := 1; ; attempt++ {
 		now := time.Now()
 		idx, sel, panicking := pool.Pick(key, tried, now.UnixNano())
 		if idx < 0 {
-			return nil, 0, errNoBackend
+			return 0, errNoBackend
 		}
 		if panicking && pool.ShouldLogPanic(now.UnixNano(), panicLogInterval) {
 			h.log.Warn("no healthy backend in pool; sending to unhealthy ones (panic mode)", "pool", pool.Name)
@@ -61,33 +91,26 @@ func (h *Handler) roundTrip(r *http.Request, pool *routing.Pool, upgrade string,
 		if h.log.IsDebug() {
 			h.log.Debug("upstream peer is", "backend", addr, "pool", pool.Name, "attempt", attempt)
 		}
-		outreq.URL.Host = addr
-		if replay != nil {
-			outreq.Body = io.NopCloser(bytes.NewReader(replay))
-		} else if body != nil {
-			outreq.Body = body
-		}
 		st := pool.States[idx]
 		st.Begin()
 		st.Stats.UpstreamRequests.Add(1)
-		resp, err := rt.RoundTrip(outreq)
+		status, err := try(idx)
 		if err == nil {
 			pool.Stats.Upstream.Observe(time.Since(now))
-			if resp.StatusCode >= 500 {
-				h.recordFailure(pool, idx, "status "+resp.Status)
+			if status >= 500 {
+				h.recordFailure(pool, idx, "status "+strconv.Itoa(status))
 			} else {
 				st.RecordSuccess()
 			}
-			return resp, idx, nil
+			return idx, nil
 		}
 		st.End()
-		if r.Context().Err() != nil {
-			return nil, idx, err // the client left; not the backend's fault
+		if ctx.Err() != nil {
+			return idx, err // the client left; not the backend's fault
 		}
 		h.recordFailure(pool, idx, err.Error())
-		safe := replay != nil || body == nil || !body.consumed.Load()
-		if attempt >= attempts || !safe || !retryable(err) {
-			return nil, idx, err
+		if attempt >= attempts || !safe() || !retryable(err) {
+			return idx, err
 		}
 		if sel < 64 {
 			tried |= 1 << sel
@@ -176,10 +199,29 @@ func retryable(err error) bool {
 		errors.Is(err, syscall.ECONNREFUSED)
 }
 
-// hashKey returns the consistent-hash key of r for pool, or 0 for other
+// headerLookup finds header fields of a request net/http parsed.
+type headerLookup http.Header
+
+// values returns the values of the field named by its canonical name.
+func (h headerLookup) values(name string, each func(string) bool) {
+	for _, v := range h[name] {
+		if !each(v) {
+			return
+		}
+	}
+}
+
+// fieldSource gives the values of a request's header fields, in order;
+// each returns false to stop.
+type fieldSource interface {
+	values(canonicalName string, each func(string) bool)
+}
+
+// hashKey returns the consistent-hash key for pool of a request with
+// header fields hdr from client (host:port) for path, or 0 for other
 // policies. A request without the key's attribute gets a random key, so
 // such requests spread over the pool.
-func hashKey(pool *routing.Pool, r *http.Request) uint64 {
+func hashKey(pool *routing.Pool, hdr fieldSource, client, path string) uint64 {
 	if pool.LoadBalancing.Algorithm != poolspec.AlgorithmConsistentHash {
 		return 0
 	}
@@ -187,18 +229,16 @@ func hashKey(pool *routing.Pool, r *http.Request) uint64 {
 	var v string
 	switch k.Source {
 	case poolspec.HashHeader:
-		if vs := r.Header[k.Name]; len(vs) > 0 {
-			v = vs[0]
-		}
+		hdr.values(k.Name, func(s string) bool { v = s; return false })
 	case poolspec.HashCookie:
-		v = cookieValue(r.Header["Cookie"], k.Name)
+		hdr.values("Cookie", func(line string) bool { v = cookieValue(line, k.Name); return v == "" })
 	case poolspec.HashClientIP:
-		v = r.RemoteAddr
+		v = client
 		if i := strings.LastIndexByte(v, ':'); i >= 0 {
 			v = v[:i]
 		}
 	case poolspec.HashPath:
-		v = r.URL.Path
+		v = path
 	}
 	if v == "" {
 		return rand.Uint64()
@@ -206,17 +246,15 @@ func hashKey(pool *routing.Pool, r *http.Request) uint64 {
 	return selector.HashString(v)
 }
 
-// cookieValue finds a cookie's value in Cookie header lines without
+// cookieValue finds a cookie's value in a Cookie header line without
 // allocating.
-func cookieValue(lines []string, name string) string {
-	for _, line := range lines {
-		for line != "" {
-			var part string
-			part, line, _ = strings.Cut(line, ";")
-			part = strings.TrimSpace(part)
-			if n, v, ok := strings.Cut(part, "="); ok && n == name {
-				return strings.Trim(v, `"`)
-			}
+func cookieValue(line, name string) string {
+	for line != "" {
+		var part string
+		part, line, _ = strings.Cut(line, ";")
+		part = strings.TrimSpace(part)
+		if n, v, ok := strings.Cut(part, "="); ok && n == name {
+			return strings.Trim(v, `"`)
 		}
 	}
 	return ""

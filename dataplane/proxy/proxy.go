@@ -107,15 +107,18 @@ func NewTransport() *http.Transport {
 
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	o := outcome{start: time.Now(), host: r.Host}
-	defer h.finish(r, &o)
+	o := outcome{start: time.Now(), host: r.Host, method: r.Method, client: r.RemoteAddr, path: r.URL.Path, proto: r.Proto}
+	defer h.finish(&o)
 	h.serve(w, r, &o)
 }
 
 // outcome is what became of one request, for metrics and the access log.
 type outcome struct {
-	start   time.Time
-	host    string // the client's Host, before any rewrite
+	start time.Time
+	// host (the client's Host, before any rewrite), method, client
+	// (host:port), path and proto describe the request.
+	host, method, client, path, proto string
+
 	status  int
 	pool    *routing.Pool
 	backend int // index into pool.Backends; -1: none
@@ -129,9 +132,9 @@ type outcome struct {
 }
 
 // finish counts the request and writes its access log entry.
-func (h *Handler) finish(r *http.Request, o *outcome) {
+func (h *Handler) finish(o *outcome) {
 	d := time.Since(o.start)
-	m := stats.MethodClass(r.Method)
+	m := stats.MethodClass(o.method)
 	if o.body != nil {
 		o.bytesIn = o.body.n.Load()
 	}
@@ -152,7 +155,7 @@ func (h *Handler) finish(r *http.Request, o *outcome) {
 		return
 	}
 	e := accesslog.Entry{
-		Time: o.start, Client: r.RemoteAddr, Host: o.host, Method: r.Method, Path: r.URL.Path, Proto: r.Proto,
+		Time: o.start, Client: o.client, Host: o.host, Method: o.method, Path: o.path, Proto: o.proto,
 		Status: o.status, BytesIn: o.bytesIn, BytesOut: o.bytesOut, Duration: d,
 		Retries: o.retries, UpstreamStatus: o.upstreamStatus,
 	}
@@ -390,22 +393,26 @@ func hasToken(values []string, token string) bool {
 
 // upstreamError answers a request whose backend exchange failed.
 func (h *Handler) upstreamError(w http.ResponseWriter, r *http.Request, o *outcome, pool, addr string, err error) {
-	if r.Context().Err() != nil {
-		// The client went away (or half-closed its connection, which
-		// net/http takes for the same); answer in case it still reads.
+	code, msg := h.describeUpstreamError(r.Context().Err() != nil, pool, addr, err)
+	h.fail(w, r, o, code, grpcUnavailable, msg)
+}
+
+// describeUpstreamError logs a failed backend exchange and returns the
+// status and message to answer it with; clientGone says the client left
+// (or half-closed its connection, which net/http takes for the same).
+func (h *Handler) describeUpstreamError(clientGone bool, pool, addr string, err error) (int, string) {
+	if clientGone {
 		h.log.Debug("client canceled request", "pool", pool, "backend", addr)
-		h.fail(w, r, o, http.StatusBadGateway, grpcUnavailable, "bad gateway: the client canceled the request before backend "+addr+" answered")
-		return
+		return http.StatusBadGateway, "bad gateway: the client canceled the request before backend " + addr + " answered"
 	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded) {
 		h.log.Warn("upstream timed out", "pool", pool, "backend", addr, "error", err)
-		h.fail(w, r, o, http.StatusGatewayTimeout, grpcUnavailable, "gateway timeout: backend "+addr+" did not answer in time")
-		return
+		return http.StatusGatewayTimeout, "gateway timeout: backend " + addr + " did not answer in time"
 	}
 	reason := upstream.DescribeError(err)
 	h.log.Warn("upstream unreachable", "pool", pool, "backend", addr, "reason", reason, "error", err)
-	h.fail(w, r, o, http.StatusBadGateway, grpcUnavailable, "bad gateway: backend "+addr+" unreachable: "+reason)
+	return http.StatusBadGateway, "bad gateway: backend " + addr + " unreachable: " + reason
 }
 
 // gRPC status codes the proxy answers with.

@@ -1,0 +1,731 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unsafe"
+
+	"github.com/lb-project/lb/dataplane/h1wire"
+	"github.com/lb-project/lb/dataplane/routing"
+	"github.com/lb-project/lb/dataplane/upstream"
+)
+
+// h1exchange holds what serving one request needs: taken from a pool for
+// the request and returned after it, so an idle connection holds none of it.
+type h1exchange struct {
+	req  h1wire.Head
+	resp h1wire.Response
+	// out is the upstream request head, then the response head (and the
+	// start of the body) for the client.
+	out []byte
+	// big holds a response head too large for the upstream connection's
+	// buffer.
+	big []byte
+}
+
+// maxOutKeep is the largest out buffer kept in the pool.
+const maxOutKeep = 16 << 10
+
+var h1Exchanges = sync.Pool{New: func() any {
+	return &h1exchange{out: make([]byte, 0, 4096), req: h1wire.Head{Fields: make([]h1wire.Field, 0, 24)},
+		resp: h1wire.Response{Fields: make([]h1wire.Field, 0, 24)}}
+}}
+
+// maxResponseHead bounds a response head from a backend (net/http's
+// default too).
+const maxResponseHead = 1 << 20
+
+// serveRequest serves one request whose head is complete. It returns
+// errHandOver, having sent nothing anywhere, when the request is not one it
+// serves (see H1Server); keep says the connection stays open for more.
+func (c *h1conn) serveRequest(head []byte) (keep bool, err error) {
+	h := c.s.h
+	x := h1Exchanges.Get().(*h1exchange)
+	defer func() {
+		x.big = nil
+		if cap(x.out) <= maxOutKeep {
+			h1Exchanges.Put(x)
+		}
+	}()
+	rq := &x.req
+	if rq.Parse(head) != "" {
+		return false, errHandOver // h1guard refuses it, with the same reason
+	}
+	host, closeReq, ok := fastRequest(rq)
+	if !ok {
+		return false, errHandOver
+	}
+	path := rq.Target
+	if i := bytes.IndexByte(path, '?'); i >= 0 {
+		path = path[:i]
+	}
+	t := h.table.Load()
+	if t == nil {
+		return false, errHandOver
+	}
+	pool := t.Match(normalizeHost(unsafeString(host)), unsafeString(path))
+	if pool == nil || pool.Transport == nil {
+		return false, errHandOver
+	}
+	up := pool.Transport.H1()
+	if up == nil {
+		return false, errHandOver
+	}
+
+	// From here on, the request is this server's.
+	o := outcome{start: time.Now(), method: methodString(rq.Method), proto: "HTTP/1.1", pool: pool, backend: -1}
+	if h.access != nil {
+		o.host, o.client, o.path = string(host), c.client, accessPath(path)
+	}
+	defer h.finish(&o)
+	closing := closeReq || c.s.draining.Load()
+	x.out = appendUpstreamHead(x.out[:0], rq, pool, host, c.clientIP)
+	key := hashKey(pool, (*headFields)(rq), c.client, unsafeString(path))
+	var uc *upstream.H1Conn
+	var respHead []byte
+	idx, err := h.tryBackends(context.Background(), pool, key, &o, alwaysSafe, func(idx int) (int, error) {
+		var err error
+		uc, respHead, err = x.exchange(up, pool.Backends[idx].Address, rq.Method)
+		if err != nil {
+			return 0, err
+		}
+		return x.resp.Status, nil
+	})
+	if err != nil {
+		if errors.Is(err, errNoBackend) {
+			return c.fail(x, &o, http.StatusServiceUnavailable, "no backend: pool "+pool.Name+" has no backends", closing)
+		}
+		o.backend = idx
+		code, msg := h.describeUpstreamError(false, pool.Name, pool.Backends[idx].Address, err)
+		return c.fail(x, &o, code, msg, closing)
+	}
+	o.backend = idx
+	o.upstreamStatus = x.resp.Status
+	o.status = x.resp.Status
+	defer pool.States[idx].End()
+	return c.relay(x, &o, up, uc, respHead, closing)
+}
+
+func alwaysSafe() bool { return true }
+
+// fastRequest reports whether a valid request head is one H1Server serves
+// itself, with its Host and whether it asks to close the connection.
+func fastRequest(rq *h1wire.Head) (host []byte, closeConn, ok bool) {
+	if rq.HTTP10 || rq.Hosts != 1 || rq.HasUpgrade || rq.Chunked || rq.ContentLength > 0 ||
+		rq.Target[0] != '/' || bytes.IndexByte(rq.Target, '%') >= 0 || bytes.IndexByte(rq.Target, '#') >= 0 {
+		return nil, false, false
+	}
+	switch string(rq.Method) {
+	case "CONNECT", "PRI":
+		return nil, false, false
+	}
+	for i := range rq.Fields {
+		f := &rq.Fields[i]
+		switch {
+		case h1wire.EqualFold(f.Name, "host"):
+			host = f.Value
+		case h1wire.EqualFold(f.Name, "connection"):
+			closeConn = closeConn || h1wire.HasToken(f.Value, "close")
+		case h1wire.EqualFold(f.Name, "expect"):
+			return nil, false, false
+		case h1wire.EqualFold(f.Name, "content-type"):
+			if len(f.Value) >= 16 && h1wire.EqualFold(f.Value[:16], "application/grpc") {
+				return nil, false, false
+			}
+		}
+	}
+	if !validHost(host) {
+		return nil, false, false
+	}
+	return host, closeConn, true
+}
+
+// validHost reports whether a Host value is one net/http would accept
+// without question: a name or address, an optional port.
+func validHost(h []byte) bool {
+	if len(h) == 0 {
+		return false
+	}
+	for _, b := range h {
+		switch {
+		case b >= 'a' && b <= 'z', b >= 'A' && b <= 'Z', b >= '0' && b <= '9':
+		case b == '.', b == '-', b == ':', b == '[', b == ']', b == '_':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// unsafeString views b as a string without copying; the string must not be
+// kept beyond b's lifetime (the routing lookup and the hash do not keep it).
+func unsafeString(b []byte) string {
+	return unsafe.String(unsafe.SliceData(b), len(b))
+}
+
+// methodString returns a request method as a string, allocating only for
+// unusual methods.
+func methodString(m []byte) string {
+	switch string(m) {
+	case http.MethodGet:
+		return http.MethodGet
+	case http.MethodHead:
+		return http.MethodHead
+	case http.MethodPost:
+		return http.MethodPost
+	case http.MethodPut:
+		return http.MethodPut
+	case http.MethodDelete:
+		return http.MethodDelete
+	case http.MethodOptions:
+		return http.MethodOptions
+	case http.MethodPatch:
+		return http.MethodPatch
+	}
+	return string(m)
+}
+
+// accessPath returns the path for the access log, decoded as net/http
+// decodes it.
+func accessPath(p []byte) string {
+	s := string(p)
+	if strings.IndexByte(s, '%') >= 0 {
+		if d, err := url.PathUnescape(s); err == nil {
+			return d
+		}
+	}
+	return s
+}
+
+// headFields looks up header fields of a parsed head for hashKey.
+type headFields h1wire.Head
+
+func (h *headFields) values(name string, each func(string) bool) {
+	for i := range h.Fields {
+		if strings.EqualFold(unsafeString(h.Fields[i].Name), name) && !each(unsafeString(h.Fields[i].Value)) {
+			return
+		}
+	}
+}
+
+// Fields of a forwarded head, by how they are treated.
+const (
+	fieldKeep = iota
+	fieldDrop // hop-by-hop, or set by the proxy
+	fieldHost
+	fieldXFF
+	fieldTE
+)
+
+// requestField classifies a client's header field by name.
+func requestField(name []byte) int {
+	switch len(name) {
+	case 2:
+		if h1wire.EqualFold(name, "te") {
+			return fieldTE
+		}
+	case 4:
+		if h1wire.EqualFold(name, "host") {
+			return fieldHost
+		}
+	}
+	if isHopByHop(name) || h1wire.EqualFold(name, "x-forwarded-proto") || h1wire.EqualFold(name, "x-forwarded-host") {
+		return fieldDrop
+	}
+	if h1wire.EqualFold(name, "x-forwarded-for") {
+		return fieldXFF
+	}
+	return fieldKeep
+}
+
+// isHopByHop reports whether a field describes one connection, not the
+// message (see hopByHop), TE aside.
+func isHopByHop(name []byte) bool {
+	switch len(name) {
+	case 7:
+		return h1wire.EqualFold(name, "trailer") || h1wire.EqualFold(name, "upgrade")
+	case 10:
+		return h1wire.EqualFold(name, "connection") || h1wire.EqualFold(name, "keep-alive")
+	case 16:
+		return h1wire.EqualFold(name, "proxy-connection")
+	case 17:
+		return h1wire.EqualFold(name, "transfer-encoding")
+	case 18:
+		return h1wire.EqualFold(name, "proxy-authenticate")
+	case 19:
+		return h1wire.EqualFold(name, "proxy-authorization")
+	}
+	return false
+}
+
+// namedByConnection reports whether the Connection fields of a head name
+// the field name (which makes it hop-by-hop).
+func namedByConnection(fields []h1wire.Field, name []byte) bool {
+	for i := range fields {
+		if h1wire.EqualFold(fields[i].Name, "connection") && hasTokenBytes(fields[i].Value, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// hasTokenBytes reports whether a comma-separated value holds token,
+// ignoring case.
+func hasTokenBytes(value, token []byte) bool {
+	for len(value) > 0 {
+		var f []byte
+		if i := bytes.IndexByte(value, ','); i >= 0 {
+			f, value = value[:i], value[i+1:]
+		} else {
+			f, value = value, nil
+		}
+		if bytes.EqualFold(bytes.TrimSpace(f), token) {
+			return true
+		}
+	}
+	return false
+}
+
+// hasConnectionTokens reports whether the head has a Connection field that
+// could name other fields (anything but close and keep-alive).
+func hasConnectionTokens(fields []h1wire.Field) bool {
+	for i := range fields {
+		if !h1wire.EqualFold(fields[i].Name, "connection") {
+			continue
+		}
+		v := fields[i].Value
+		if !h1wire.EqualFold(v, "close") && !h1wire.EqualFold(v, "keep-alive") {
+			return true
+		}
+	}
+	return false
+}
+
+// appendUpstreamHead appends the request head sent to the backend: the
+// client's request line and fields in order, without hop-by-hop fields and
+// the ones the Connection field names, with Host rewritten when the pool
+// says so, "TE: trailers" kept, and X-Forwarded-For (appended to),
+// X-Forwarded-Proto and X-Forwarded-Host (set) — what prepareOutbound does
+// for net/http's requests.
+func appendUpstreamHead(b []byte, rq *h1wire.Head, pool *routing.Pool, host []byte, clientIP string) []byte {
+	b = append(b, rq.Method...)
+	b = append(b, ' ')
+	b = append(b, rq.Target...)
+	b = append(b, " HTTP/1.1\r\n"...)
+	named := hasConnectionTokens(rq.Fields)
+	var xff [][]byte
+	var xffBuf [4][]byte
+	teTrailers := false
+	for i := range rq.Fields {
+		f := &rq.Fields[i]
+		if named && namedByConnection(rq.Fields, f.Name) {
+			continue
+		}
+		switch requestField(f.Name) {
+		case fieldDrop:
+			continue
+		case fieldTE:
+			teTrailers = teTrailers || h1wire.HasToken(f.Value, "trailers")
+			continue
+		case fieldXFF:
+			if xff == nil {
+				xff = xffBuf[:0]
+			}
+			xff = append(xff, f.Value)
+			continue
+		case fieldHost:
+			if pool.HostHeader != "" {
+				b = append(b, "Host: "...)
+				b = append(b, pool.HostHeader...)
+				b = append(b, "\r\n"...)
+				continue
+			}
+		}
+		b = append(b, f.Name...)
+		b = append(b, ": "...)
+		b = append(b, f.Value...)
+		b = append(b, "\r\n"...)
+	}
+	if teTrailers {
+		b = append(b, "TE: trailers\r\n"...)
+	}
+	if clientIP != "" {
+		b = append(b, "X-Forwarded-For: "...)
+		for _, v := range xff {
+			b = append(b, v...)
+			b = append(b, ", "...)
+		}
+		b = append(b, clientIP...)
+		b = append(b, "\r\n"...)
+	}
+	b = append(b, "X-Forwarded-Proto: http\r\nX-Forwarded-Host: "...)
+	b = append(b, host...)
+	b = append(b, "\r\n\r\n"...)
+	return b
+}
+
+// errUnexpected101 says a backend switched protocols unasked.
+var errUnexpected101 = errors.New("backend answered 101 Switching Protocols to a request without an upgrade")
+
+// exchange sends the upstream head in x.out to addr and reads the final
+// response head into x.resp, on a kept connection when there is one; a
+// kept connection that gives nothing back is replaced once for a method
+// safe to repeat, as net/http's Transport does. It returns the connection
+// and the response head (valid until the connection is read again).
+func (x *h1exchange) exchange(up *upstream.H1Pool, addr string, method []byte) (*upstream.H1Conn, []byte, error) {
+	for attempt := 0; ; attempt++ {
+		uc, reused, err := up.Get(context.Background(), addr)
+		if err != nil {
+			return nil, nil, err
+		}
+		head, stale, err := x.roundTrip(up, uc)
+		if err == nil {
+			return uc, head, nil
+		}
+		uc.Close()
+		if !(reused && stale && attempt == 0 && upstream.SafeToRepeat(unsafeString(method))) {
+			return nil, nil, err
+		}
+	}
+}
+
+// roundTrip writes x.out on uc and reads the response head, skipping 1xx
+// informational responses. stale says nothing at all came back.
+func (x *h1exchange) roundTrip(up *upstream.H1Pool, uc *upstream.H1Conn) (head []byte, stale bool, err error) {
+	if _, err := uc.Write(x.out); err != nil {
+		return nil, true, err
+	}
+	if d := up.ResponseHeaderTimeout(); d > 0 {
+		_ = uc.SetReadDeadline(time.Now().Add(d))
+		defer uc.SetReadDeadline(time.Time{})
+	}
+	br := uc.Reader()
+	for first := true; ; first = false {
+		head, err = x.readResponseHead(br)
+		if err != nil {
+			if first && errors.Is(err, io.EOF) {
+				return nil, true, fmt.Errorf("backend closed the connection before answering: %w", err)
+			}
+			return nil, false, err
+		}
+		if err := x.resp.Parse(head); err != nil {
+			return nil, false, err
+		}
+		switch {
+		case x.resp.Status == http.StatusSwitchingProtocols:
+			return nil, false, errUnexpected101
+		case x.resp.Status < 200:
+			x.discardHead(br, head) // 100 Continue, 103 Early Hints: not relayed
+			continue
+		}
+		return head, false, nil
+	}
+}
+
+// readResponseHead returns the next response head from br: a view of br's
+// buffer when it fits there, else a copy in x.big (the bytes then already
+// consumed from br).
+func (x *h1exchange) readResponseHead(br *bufio.Reader) ([]byte, error) {
+	x.big = x.big[:0]
+	for scanned := 0; ; {
+		buf, err := br.Peek(max(br.Buffered(), 1))
+		if i := bytes.Index(buf[max(scanned-3, 0):], headEnd); i >= 0 {
+			return buf[:max(scanned-3, 0)+i+4], nil
+		}
+		if err != nil {
+			if len(buf) > 0 && errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+		scanned = len(buf)
+		if len(buf) == br.Size() {
+			return x.readBigHead(br)
+		}
+		if _, err := br.Peek(len(buf) + 1); err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+			if len(buf) > 0 && errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+	}
+}
+
+// readBigHead reads a response head larger than br's buffer into x.big.
+func (x *h1exchange) readBigHead(br *bufio.Reader) ([]byte, error) {
+	for !bytes.HasSuffix(x.big, headEnd) {
+		line, err := br.ReadSlice('\n')
+		x.big = append(x.big, line...)
+		if len(x.big) > maxResponseHead {
+			return nil, fmt.Errorf("%w: response head over %d bytes", h1wire.ErrMalformed, maxResponseHead)
+		}
+		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+	}
+	return x.big, nil
+}
+
+// discardHead consumes a head returned by readResponseHead from br.
+func (x *h1exchange) discardHead(br *bufio.Reader, head []byte) {
+	if len(x.big) == 0 {
+		_, _ = br.Discard(len(head))
+	}
+}
+
+// relay writes the response whose head is in x.resp to the client and
+// copies its body, then keeps or closes the upstream connection.
+func (c *h1conn) relay(x *h1exchange, o *outcome, up *upstream.H1Pool, uc *upstream.H1Conn, head []byte, closing bool) (bool, error) {
+	resp := &x.resp
+	br := uc.Reader()
+	bodyless := h1wire.BodyLess(x.req.Method, resp.Status)
+	chunked := resp.Chunked && !bodyless
+	length := resp.ContentLength
+	if bodyless {
+		length = 0
+	}
+	if !chunked && length < 0 {
+		closing = true // the body ends when the backend closes: so must this response
+	}
+	x.out = appendResponseHead(x.out[:0], resp, chunked, closing)
+	x.discardHead(br, head)
+
+	var n int64
+	var err error
+	switch {
+	case chunked:
+		n, err = c.relayChunked(x, br)
+	case length >= 0:
+		n, err = c.relayLength(x, br, length)
+	default:
+		n, err = c.relayUntilEOF(x, br)
+	}
+	o.bytesOut = n
+	if err != nil {
+		uc.Close()
+		var werr *clientWriteError
+		if !errors.As(err, &werr) {
+			c.s.h.log.Warn("response body copy failed", "pool", o.pool.Name, "backend", o.pool.Backends[o.backend].Address, "error", err)
+		}
+		return false, err
+	}
+	if resp.Close || length < 0 && !chunked || br.Buffered() > 0 {
+		uc.Close()
+	} else {
+		up.Put(o.pool.Backends[o.backend].Address, uc)
+	}
+	return !closing, nil
+}
+
+// clientWriteError is a failed write to the client.
+type clientWriteError struct{ err error }
+
+func (e *clientWriteError) Error() string { return "write to client: " + e.err.Error() }
+func (e *clientWriteError) Unwrap() error { return e.err }
+
+// write sends b to the client.
+func (c *h1conn) write(b []byte) error {
+	if _, err := c.nc.Write(b); err != nil {
+		return &clientWriteError{err}
+	}
+	return nil
+}
+
+// appendResponseHead appends the head sent to the client: the backend's
+// status line (as HTTP/1.1) and fields without hop-by-hop ones (chunked
+// framing kept as it is relayed), with a Date when the backend gave none
+// and Connection: close when the connection ends after this response.
+func appendResponseHead(b []byte, resp *h1wire.Response, chunked, closing bool) []byte {
+	b = append(b, "HTTP/1.1 "...)
+	b = strconv.AppendInt(b, int64(resp.Status), 10)
+	b = append(b, ' ')
+	if len(resp.Reason) > 0 {
+		b = append(b, resp.Reason...)
+	} else {
+		b = append(b, http.StatusText(resp.Status)...)
+	}
+	b = append(b, "\r\n"...)
+	named := hasConnectionTokens(resp.Fields)
+	for i := range resp.Fields {
+		f := &resp.Fields[i]
+		if named && namedByConnection(resp.Fields, f.Name) {
+			continue
+		}
+		if len(f.Name) == 2 && h1wire.EqualFold(f.Name, "te") {
+			continue
+		}
+		if isHopByHop(f.Name) {
+			// A chunked body is relayed as it came, with its framing and
+			// the trailers it announced.
+			if !chunked || !(h1wire.EqualFold(f.Name, "transfer-encoding") || h1wire.EqualFold(f.Name, "trailer")) {
+				continue
+			}
+		} else if resp.Chunked && h1wire.EqualFold(f.Name, "content-length") {
+			continue // Transfer-Encoding overrides it; never forward both
+		}
+		b = append(b, f.Name...)
+		b = append(b, ": "...)
+		b = append(b, f.Value...)
+		b = append(b, "\r\n"...)
+	}
+	if !resp.HasDate {
+		b = append(b, "Date: "...)
+		b = h1wire.AppendDate(b, time.Now())
+		b = append(b, "\r\n"...)
+	}
+	if closing {
+		b = append(b, "Connection: close\r\n"...)
+	}
+	return append(b, "\r\n"...)
+}
+
+// relayLength sends the head in x.out and a body of n bytes. Body bytes
+// already buffered go out with the head, in one write.
+func (c *h1conn) relayLength(x *h1exchange, br *bufio.Reader, n int64) (int64, error) {
+	var sent int64
+	if k := min(int64(br.Buffered()), n, int64(maxOutKeep-len(x.out))); k > 0 {
+		p, _ := br.Peek(int(k))
+		x.out = append(x.out, p...)
+		_, _ = br.Discard(int(k))
+		sent = k
+	}
+	if err := c.write(x.out); err != nil {
+		return 0, err
+	}
+	if sent == n {
+		return n, nil
+	}
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	for sent < n {
+		k, err := br.Read(buf[:min(int64(len(buf)), n-sent)])
+		if k > 0 {
+			if werr := c.write(buf[:k]); werr != nil {
+				return sent, werr
+			}
+			sent += int64(k)
+		}
+		if err != nil && sent < n {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return sent, err
+		}
+	}
+	return sent, nil
+}
+
+// relayChunked sends the head in x.out and relays a chunked body as it
+// comes, to the end of its trailer section.
+func (c *h1conn) relayChunked(x *h1exchange, br *bufio.Reader) (int64, error) {
+	var ch h1wire.Chunked
+	var sent int64
+	if k := min(br.Buffered(), maxOutKeep-len(x.out)); k > 0 {
+		p, _ := br.Peek(k)
+		m, err := ch.Scan(p)
+		if err != nil {
+			return 0, err
+		}
+		x.out = append(x.out, p[:m]...)
+		_, _ = br.Discard(m)
+		sent = int64(m)
+	}
+	if err := c.write(x.out); err != nil {
+		return 0, err
+	}
+	if ch.Done() {
+		return sent, nil
+	}
+	for !ch.Done() {
+		// Never read past the body's end: scan what is buffered, send the
+		// part that belongs to the body straight from the buffer, consume it.
+		if br.Buffered() == 0 {
+			if _, err := br.Peek(1); err != nil {
+				if errors.Is(err, io.EOF) {
+					err = io.ErrUnexpectedEOF
+				}
+				return sent, err
+			}
+		}
+		p, _ := br.Peek(br.Buffered())
+		m, serr := ch.Scan(p)
+		if werr := c.write(p[:m]); werr != nil {
+			return sent, werr
+		}
+		_, _ = br.Discard(m)
+		sent += int64(m)
+		if serr != nil {
+			return sent, serr
+		}
+	}
+	return sent, nil
+}
+
+// relayUntilEOF sends the head in x.out and a body that ends when the
+// backend closes the connection.
+func (c *h1conn) relayUntilEOF(x *h1exchange, br *bufio.Reader) (int64, error) {
+	if err := c.write(x.out); err != nil {
+		return 0, err
+	}
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	var sent int64
+	for {
+		k, err := br.Read(*bp)
+		if k > 0 {
+			if werr := c.write((*bp)[:k]); werr != nil {
+				return sent, werr
+			}
+			sent += int64(k)
+		}
+		if errors.Is(err, io.EOF) {
+			return sent, nil
+		}
+		if err != nil {
+			return sent, err
+		}
+	}
+}
+
+// fail answers a request the proxy could not forward, as Handler.fail does
+// for net/http: the status and msg as a plain-text body.
+func (c *h1conn) fail(x *h1exchange, o *outcome, code int, msg string, closing bool) (bool, error) {
+	o.status = code
+	b := x.out[:0]
+	b = append(b, "HTTP/1.1 "...)
+	b = strconv.AppendInt(b, int64(code), 10)
+	b = append(b, ' ')
+	b = append(b, http.StatusText(code)...)
+	b = append(b, "\r\nContent-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nDate: "...)
+	b = h1wire.AppendDate(b, time.Now())
+	b = append(b, "\r\nContent-Length: "...)
+	b = strconv.AppendInt(b, int64(len(msg)+1), 10)
+	if closing {
+		b = append(b, "\r\nConnection: close"...)
+	}
+	b = append(b, "\r\n\r\n"...)
+	if string(x.req.Method) != http.MethodHead {
+		b = append(b, msg...)
+		b = append(b, '\n')
+		o.bytesOut = int64(len(msg) + 1)
+	}
+	x.out = b
+	if err := c.write(b); err != nil {
+		return false, err
+	}
+	return !closing, nil
+}

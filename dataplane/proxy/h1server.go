@@ -1,0 +1,461 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/lb-project/lb/dataplane/stats"
+)
+
+// H1Config configures an H1Server.
+type H1Config struct {
+	// Fallback takes over a connection the H1Server does not serve itself
+	// (see H1Server), with its first bytes still to be read; it reports
+	// false when it cannot (it is shutting down). Required.
+	Fallback func(net.Conn) bool
+	// IdleTimeout closes a keep-alive connection idle this long. Default
+	// 120s.
+	IdleTimeout time.Duration
+	// ReadHeaderTimeout bounds reading a request head from its first byte.
+	// Default 10s.
+	ReadHeaderTimeout time.Duration
+}
+
+// H1Server serves plain HTTP/1.1 connections itself: one goroutine per
+// connection that reads a request head, forwards it as bytes over a kept
+// upstream connection and relays the response, with no read-ahead and no
+// buffer held while the connection is idle. It does so for the common
+// request — HTTP/1.1 with a Host, no body, no upgrade or Expect, an
+// origin-form target, routed to a pool whose backends speak plain HTTP/1.1.
+// At the first request it does not serve that way (a body, an upgrade,
+// HTTP/1.0, h2c, gRPC, a head h1guard refuses, a head over 4 KiB, no
+// route, TLS or HTTP/2 backends), it hands the connection, with the bytes
+// read so far, to Fallback — net/http with h1guard and the Handler — which
+// serves it from then on. Both paths answer a request the same way.
+type H1Server struct {
+	h   *Handler
+	cfg H1Config
+
+	mu       sync.Mutex
+	conns    map[*h1conn]struct{}
+	lis      net.Listener
+	draining atomic.Bool
+	active   sync.WaitGroup
+}
+
+// NewH1Server returns an H1Server forwarding with h.
+func (h *Handler) NewH1Server(cfg H1Config) *H1Server {
+	if cfg.Fallback == nil {
+		panic("proxy: H1Config.Fallback is required")
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 120 * time.Second
+	}
+	if cfg.ReadHeaderTimeout <= 0 {
+		cfg.ReadHeaderTimeout = 10 * time.Second
+	}
+	return &H1Server{h: h, cfg: cfg, conns: make(map[*h1conn]struct{})}
+}
+
+// Serve accepts connections from l and serves them until l is closed (or
+// Shutdown closes it); it returns nil then.
+func (s *H1Server) Serve(l net.Listener) error {
+	s.mu.Lock()
+	s.lis = l
+	draining := s.draining.Load()
+	s.mu.Unlock()
+	if draining {
+		l.Close()
+	}
+	var backoff time.Duration
+	for {
+		nc, err := l.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || s.draining.Load() {
+				return nil
+			}
+			// Out of file descriptors, say: wait and try again, as
+			// net/http does.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.h.log.Warn("accept failed; retrying", "error", err, "in", backoff)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		c := s.track(nc)
+		if c == nil {
+			nc.Close()
+			continue
+		}
+		go c.serve()
+	}
+}
+
+// track registers a new connection, or returns nil when draining.
+func (s *H1Server) track(nc net.Conn) *h1conn {
+	c := newH1Conn(s, nc)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.draining.Load() {
+		return nil
+	}
+	s.conns[c] = struct{}{}
+	s.active.Add(1)
+	return c
+}
+
+// untrack forgets a connection that was closed or handed over.
+func (s *H1Server) untrack(c *h1conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.active.Done()
+}
+
+// Shutdown stops accepting, closes idle connections, and waits for the
+// others to finish their request in flight (answered with Connection:
+// close) until ctx is done; then it closes them and returns ctx's error.
+// Connections already handed to Fallback are Fallback's to drain.
+func (s *H1Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.draining.Store(true)
+	if s.lis != nil {
+		s.lis.Close()
+	}
+	for c := range s.conns {
+		c.closeIfIdle()
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		s.active.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	for c := range s.conns {
+		c.nc.Close()
+	}
+	s.mu.Unlock()
+	<-done
+	return ctx.Err()
+}
+
+// Connection states.
+const (
+	connIdle   int32 = iota // waiting for a request
+	connActive              // a request is being read or served
+	connClosed              // closed by Shutdown
+)
+
+// h1BufSize is the size of a connection's read buffer: the largest request
+// head served here (larger ones go to Fallback, up to h1guard's limit).
+const h1BufSize = 4096
+
+// h1Bufs holds read buffers of connections that are not idle.
+var h1Bufs = sync.Pool{New: func() any { return new([h1BufSize]byte) }}
+
+// h1conn is one client connection.
+type h1conn struct {
+	s  *H1Server
+	nc net.Conn
+	sc *stats.Conn // nil when the listener does not count connections
+	// raw reads the socket directly, so that waiting for a request holds
+	// no buffer; nil when nc is not a socket (then a buffer is held).
+	raw     syscall.RawConn
+	readFn  func(fd uintptr) bool
+	readN   int
+	readErr error
+
+	client   string // remote host:port
+	clientIP string
+	state    atomic.Int32
+	deadline time.Time // the read deadline in force
+	headAt   time.Time // when the head being read began to arrive
+
+	buf     *[h1BufSize]byte // holds in; nil while idle
+	in      []byte           // bytes read and not yet consumed
+	scanned int              // bytes of in searched for the end of a head
+	served  int              // requests served on this connection
+}
+
+func newH1Conn(s *H1Server, nc net.Conn) *h1conn {
+	c := &h1conn{s: s, nc: nc, client: nc.RemoteAddr().String()}
+	if host, _, err := net.SplitHostPort(c.client); err == nil {
+		c.clientIP = host
+	}
+	inner := nc
+	if sc, ok := nc.(*stats.Conn); ok {
+		c.sc = sc
+		inner = sc.Unwrap()
+	}
+	if sys, ok := inner.(syscall.Conn); ok {
+		if raw, err := sys.SyscallConn(); err == nil {
+			c.raw = raw
+			c.readFn = c.readSocket
+		}
+	}
+	return c
+}
+
+// errHandOver says the connection goes to Fallback.
+var errHandOver = errors.New("hand over to net/http")
+
+// serve runs the connection until it is closed or handed over.
+func (c *h1conn) serve() {
+	defer c.s.untrack(c)
+	for {
+		n, err := c.readHead()
+		if err == nil {
+			var keep bool
+			keep, err = c.serveRequest(c.in[:n])
+			if err == nil && keep {
+				c.served++
+				c.consume(n)
+				if c.idle() {
+					continue
+				}
+			}
+		}
+		if errors.Is(err, errHandOver) {
+			c.handOver()
+			return
+		}
+		c.release()
+		c.nc.Close()
+		return
+	}
+}
+
+// consume drops the first n bytes of in (a request served).
+func (c *h1conn) consume(n int) {
+	c.in = c.in[n:]
+	if len(c.in) == 0 {
+		c.release()
+	}
+}
+
+// release returns the read buffer once nothing in it is needed.
+func (c *h1conn) release() {
+	if c.buf != nil && len(c.in) == 0 {
+		h1Bufs.Put(c.buf)
+		c.buf, c.in = nil, nil
+	}
+}
+
+// idle moves the connection to idle after a response, unless bytes of the
+// next request are already here; it reports false when the connection is
+// to be closed (the server is draining).
+func (c *h1conn) idle() bool {
+	if len(c.in) > 0 {
+		return !c.s.draining.Load()
+	}
+	if !c.state.CompareAndSwap(connActive, connIdle) {
+		return false
+	}
+	// Shutdown may have looked at this connection while it was active.
+	return !c.s.draining.Load()
+}
+
+// closeIfIdle closes the connection if it is waiting for a request.
+func (c *h1conn) closeIfIdle() {
+	if c.state.CompareAndSwap(connIdle, connClosed) {
+		c.nc.Close()
+	}
+}
+
+// handOver gives the connection, with what was read of it, to Fallback.
+func (c *h1conn) handOver() {
+	var prefix []byte
+	if len(c.in) > 0 {
+		prefix = bytes.Clone(c.in)
+	}
+	c.in = c.in[:0]
+	c.release()
+	if c.s.draining.Load() || !c.s.cfg.Fallback(&prefixConn{Conn: c.nc, prefix: prefix}) {
+		c.nc.Close()
+	}
+}
+
+// prefixConn is a connection whose first bytes were already read.
+type prefixConn struct {
+	net.Conn
+	prefix []byte
+}
+
+// Read implements net.Conn.
+func (p *prefixConn) Read(b []byte) (int, error) {
+	if len(p.prefix) > 0 {
+		n := copy(b, p.prefix)
+		p.prefix = p.prefix[n:]
+		return n, nil
+	}
+	return p.Conn.Read(b)
+}
+
+// CloseWrite half-closes the connection when the underlying one can.
+func (p *prefixConn) CloseWrite() error {
+	if cw, ok := p.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
+// Unwrap returns the underlying connection.
+func (p *prefixConn) Unwrap() net.Conn { return p.Conn }
+
+// headEnd is the end of a request head.
+var headEnd = []byte("\r\n\r\n")
+
+// readHead reads until in holds a complete request head and returns its
+// length. errHandOver: the head does not fit the buffer, or the bytes are
+// not HTTP/1.1 (the h2c preface, say, which reads as an invalid head).
+func (c *h1conn) readHead() (int, error) {
+	for {
+		if len(c.in) > 0 {
+			from := max(c.scanned-3, 0)
+			if i := bytes.Index(c.in[from:], headEnd); i >= 0 {
+				c.scanned = 0
+				return from + i + 4, nil
+			}
+			if len(c.in) == h1BufSize || badLineEnd(c.in) {
+				// Too long for this server, or a bare LF or CR that may
+				// never be followed by CRLF CRLF: h1guard refuses such
+				// a head as soon as it sees the line.
+				return 0, errHandOver
+			}
+			c.scanned = len(c.in)
+		}
+		if err := c.setReadDeadline(); err != nil {
+			return 0, err
+		}
+		wasIdle := len(c.in) == 0
+		if err := c.fill(); err != nil {
+			return 0, err
+		}
+		if wasIdle {
+			c.headAt = time.Time{}
+			if c.state.Load() == connIdle && !c.state.CompareAndSwap(connIdle, connActive) {
+				return 0, net.ErrClosed
+			}
+			if c.sc != nil && c.served == 0 {
+				c.sc.Sniff(c.in)
+			}
+		}
+	}
+}
+
+// setReadDeadline keeps the read deadline at the idle timeout while no
+// request is arriving and at the head timeout while one is. Deadlines move
+// only when off by more than a second, so that most requests set none.
+func (c *h1conn) setReadDeadline() error {
+	now := time.Now()
+	var want time.Time
+	if len(c.in) == 0 {
+		want = now.Add(c.s.cfg.IdleTimeout)
+	} else {
+		if c.headAt.IsZero() {
+			c.headAt = now
+		}
+		want = c.headAt.Add(c.s.cfg.ReadHeaderTimeout)
+		if !want.Before(c.deadline) {
+			return nil
+		}
+	}
+	if d := want.Sub(c.deadline); d > -time.Second && d < time.Second {
+		return nil
+	}
+	c.deadline = want
+	return c.nc.SetReadDeadline(want)
+}
+
+// fill reads more bytes into in, taking a buffer if it holds none.
+func (c *h1conn) fill() error {
+	if c.buf != nil && len(c.in) > 0 && &c.in[0] != &c.buf[0] {
+		// Pipelined bytes after a served request: move them to the front.
+		c.in = c.buf[:copy(c.buf[:], c.in)]
+		c.scanned = 0
+	}
+	if c.raw == nil {
+		c.take()
+		n, err := c.nc.Read(c.in[len(c.in):h1BufSize])
+		c.in = c.in[:len(c.in)+n]
+		if n > 0 {
+			return nil
+		}
+		if err == nil {
+			err = io.ErrNoProgress
+		}
+		return err
+	}
+	c.readN, c.readErr = 0, nil
+	if err := c.raw.Read(c.readFn); err != nil {
+		return err
+	}
+	switch {
+	case c.readErr != nil:
+		return c.readErr
+	case c.readN == 0:
+		return io.EOF
+	}
+	return nil
+}
+
+// take gets a read buffer if the connection holds none.
+func (c *h1conn) take() {
+	if c.buf == nil {
+		c.buf = h1Bufs.Get().(*[h1BufSize]byte)
+		c.in = c.buf[:0]
+	}
+}
+
+// readSocket is the raw read: it takes a buffer only when bytes are there,
+// and gives it back before waiting when it holds nothing.
+func (c *h1conn) readSocket(fd uintptr) bool {
+	c.take()
+	for {
+		n, err := syscall.Read(int(fd), c.in[len(c.in):h1BufSize])
+		switch err {
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			c.release()
+			return false
+		case nil:
+			c.readN = n
+			c.in = c.in[:len(c.in)+n]
+			if n == 0 {
+				c.release()
+			}
+		default:
+			c.readErr = err
+			c.release()
+		}
+		return true
+	}
+}
+
+// badLineEnd reports whether b (part of an incomplete head) holds an LF
+// not preceded by CR, or a CR followed by something other than LF.
+func badLineEnd(b []byte) bool {
+	for i, ch := range b {
+		switch {
+		case ch == '\n' && (i == 0 || b[i-1] != '\r'):
+			return true
+		case ch == '\r' && i+1 < len(b) && b[i+1] != '\n':
+			return true
+		}
+	}
+	return false
+}
