@@ -328,10 +328,14 @@ func appendUpstreamHead(b []byte, rq *h1wire.Head, pool *routing.Pool, host []by
 	teTrailers := false
 	for i := range rq.Fields {
 		f := &rq.Fields[i]
-		if named && namedByConnection(rq.Fields, f.Name) {
+		kind := requestField(f.Name)
+		if named && kind != fieldHost && kind != fieldTE && namedByConnection(rq.Fields, f.Name) {
+			// Host is the request's whatever Connection says, and TE
+			// is looked at for "trailers" (a conforming client lists TE
+			// in Connection).
 			continue
 		}
-		switch requestField(f.Name) {
+		switch kind {
 		case fieldDrop:
 			continue
 		case fieldTE:
@@ -384,7 +388,8 @@ var errUnexpected101 = errors.New("backend answered 101 Switching Protocols to a
 // and the response head (valid until the connection is read again).
 func (x *h1exchange) exchange(up *upstream.H1Pool, addr string, method []byte) (*upstream.H1Conn, []byte, error) {
 	for attempt := 0; ; attempt++ {
-		uc, reused, err := up.Get(context.Background(), addr)
+		repeatable := upstream.SafeToRepeat(unsafeString(method))
+		uc, reused, err := up.Get(context.Background(), addr, repeatable)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -393,7 +398,7 @@ func (x *h1exchange) exchange(up *upstream.H1Pool, addr string, method []byte) (
 			return uc, head, nil
 		}
 		uc.Close()
-		if !(reused && stale && attempt == 0 && upstream.SafeToRepeat(unsafeString(method))) {
+		if !(reused && stale && attempt == 0 && repeatable) {
 			return nil, nil, err
 		}
 	}
@@ -487,7 +492,9 @@ func (x *h1exchange) discardHead(br *bufio.Reader, head []byte) {
 }
 
 // relay writes the response whose head is in x.resp to the client and
-// copies its body, then keeps or closes the upstream connection.
+// copies its body. The upstream connection goes back to the pool (or is
+// closed) as soon as the body has been read from it, before the last write
+// to the client, so that the client's next request finds it there.
 func (c *h1conn) relay(x *h1exchange, o *outcome, up *upstream.H1Pool, uc *upstream.H1Conn, head []byte, closing bool) (bool, error) {
 	resp := &x.resp
 	br := uc.Reader()
@@ -497,37 +504,59 @@ func (c *h1conn) relay(x *h1exchange, o *outcome, up *upstream.H1Pool, uc *upstr
 	if bodyless {
 		length = 0
 	}
-	if !chunked && length < 0 {
-		closing = true // the body ends when the backend closes: so must this response
+	if !chunked && length < 0 || c.s.draining.Load() {
+		// The body ends when the backend closes (so must this response),
+		// or the server began to drain while the backend worked.
+		closing = true
 	}
 	x.out = appendResponseHead(x.out[:0], resp, chunked, closing)
 	x.discardHead(br, head)
+	u := upstreamRelease{pool: up, conn: uc, addr: o.pool.Backends[o.backend].Address, reusable: !resp.Close && (chunked || length >= 0)}
 
 	var n int64
 	var err error
 	switch {
 	case chunked:
-		n, err = c.relayChunked(x, br)
+		n, err = c.relayChunked(x, br, &u)
 	case length >= 0:
-		n, err = c.relayLength(x, br, length)
+		n, err = c.relayLength(x, br, length, &u)
 	default:
-		n, err = c.relayUntilEOF(x, br)
+		n, err = c.relayUntilEOF(x, br, &u)
 	}
 	o.bytesOut = n
 	if err != nil {
-		uc.Close()
+		u.done(false)
 		var werr *clientWriteError
 		if !errors.As(err, &werr) {
-			c.s.h.log.Warn("response body copy failed", "pool", o.pool.Name, "backend", o.pool.Backends[o.backend].Address, "error", err)
+			c.s.h.log.Warn("response body copy failed", "pool", o.pool.Name, "backend", u.addr, "error", err)
 		}
 		return false, err
 	}
-	if resp.Close || length < 0 && !chunked || br.Buffered() > 0 {
-		uc.Close()
-	} else {
-		up.Put(o.pool.Backends[o.backend].Address, uc)
-	}
+	u.done(true)
 	return !closing, nil
+}
+
+// upstreamRelease gives an upstream connection back once: to the pool
+// when its response was read whole and it may be reused, else closed.
+type upstreamRelease struct {
+	pool     *upstream.H1Pool
+	conn     *upstream.H1Conn
+	addr     string
+	reusable bool
+	released bool
+}
+
+// done releases the connection; complete says the body was read whole.
+func (u *upstreamRelease) done(complete bool) {
+	if u.released {
+		return
+	}
+	u.released = true
+	if complete && u.reusable && u.conn.Reader().Buffered() == 0 {
+		u.pool.Put(u.addr, u.conn)
+		return
+	}
+	u.conn.Close()
 }
 
 // clientWriteError is a failed write to the client.
@@ -538,7 +567,13 @@ func (e *clientWriteError) Unwrap() error { return e.err }
 
 // write sends b to the client.
 func (c *h1conn) write(b []byte) error {
-	if _, err := c.nc.Write(b); err != nil {
+	var err error
+	if c.w != nil {
+		_, err = c.w.Write(b)
+	} else {
+		_, err = c.nc.Write(b)
+	}
+	if err != nil {
 		return &clientWriteError{err}
 	}
 	return nil
@@ -561,20 +596,20 @@ func appendResponseHead(b []byte, resp *h1wire.Response, chunked, closing bool) 
 	named := hasConnectionTokens(resp.Fields)
 	for i := range resp.Fields {
 		f := &resp.Fields[i]
-		if named && namedByConnection(resp.Fields, f.Name) {
-			continue
-		}
-		if len(f.Name) == 2 && h1wire.EqualFold(f.Name, "te") {
-			continue
-		}
-		if isHopByHop(f.Name) {
+		switch {
+		case h1wire.EqualFold(f.Name, "transfer-encoding"), h1wire.EqualFold(f.Name, "trailer"):
 			// A chunked body is relayed as it came, with its framing and
-			// the trailers it announced.
-			if !chunked || !(h1wire.EqualFold(f.Name, "transfer-encoding") || h1wire.EqualFold(f.Name, "trailer")) {
+			// the trailers it announces, whatever Connection says.
+			if !chunked {
 				continue
 			}
-		} else if resp.Chunked && h1wire.EqualFold(f.Name, "content-length") {
-			continue // Transfer-Encoding overrides it; never forward both
+		case h1wire.EqualFold(f.Name, "content-length"):
+			if resp.Chunked {
+				continue // Transfer-Encoding overrides it; never forward both
+			}
+		case len(f.Name) == 2 && h1wire.EqualFold(f.Name, "te"), isHopByHop(f.Name),
+			named && namedByConnection(resp.Fields, f.Name):
+			continue
 		}
 		b = append(b, f.Name...)
 		b = append(b, ": "...)
@@ -594,13 +629,16 @@ func appendResponseHead(b []byte, resp *h1wire.Response, chunked, closing bool) 
 
 // relayLength sends the head in x.out and a body of n bytes. Body bytes
 // already buffered go out with the head, in one write.
-func (c *h1conn) relayLength(x *h1exchange, br *bufio.Reader, n int64) (int64, error) {
+func (c *h1conn) relayLength(x *h1exchange, br *bufio.Reader, n int64, u *upstreamRelease) (int64, error) {
 	var sent int64
 	if k := min(int64(br.Buffered()), n, int64(maxOutKeep-len(x.out))); k > 0 {
 		p, _ := br.Peek(int(k))
 		x.out = append(x.out, p...)
 		_, _ = br.Discard(int(k))
 		sent = k
+	}
+	if sent == n {
+		u.done(true)
 	}
 	if err := c.write(x.out); err != nil {
 		return 0, err
@@ -613,6 +651,9 @@ func (c *h1conn) relayLength(x *h1exchange, br *bufio.Reader, n int64) (int64, e
 	buf := *bp
 	for sent < n {
 		k, err := br.Read(buf[:min(int64(len(buf)), n-sent)])
+		if sent+int64(k) == n {
+			u.done(true)
+		}
 		if k > 0 {
 			if werr := c.write(buf[:k]); werr != nil {
 				return sent, werr
@@ -631,7 +672,7 @@ func (c *h1conn) relayLength(x *h1exchange, br *bufio.Reader, n int64) (int64, e
 
 // relayChunked sends the head in x.out and relays a chunked body as it
 // comes, to the end of its trailer section.
-func (c *h1conn) relayChunked(x *h1exchange, br *bufio.Reader) (int64, error) {
+func (c *h1conn) relayChunked(x *h1exchange, br *bufio.Reader, u *upstreamRelease) (int64, error) {
 	var ch h1wire.Chunked
 	var sent int64
 	if k := min(br.Buffered(), maxOutKeep-len(x.out)); k > 0 {
@@ -644,11 +685,11 @@ func (c *h1conn) relayChunked(x *h1exchange, br *bufio.Reader) (int64, error) {
 		_, _ = br.Discard(m)
 		sent = int64(m)
 	}
+	if ch.Done() {
+		u.done(true)
+	}
 	if err := c.write(x.out); err != nil {
 		return 0, err
-	}
-	if ch.Done() {
-		return sent, nil
 	}
 	for !ch.Done() {
 		// Never read past the body's end: scan what is buffered, send the
@@ -663,21 +704,21 @@ func (c *h1conn) relayChunked(x *h1exchange, br *bufio.Reader) (int64, error) {
 		}
 		p, _ := br.Peek(br.Buffered())
 		m, serr := ch.Scan(p)
+		if serr != nil {
+			return sent, serr
+		}
 		if werr := c.write(p[:m]); werr != nil {
 			return sent, werr
 		}
 		_, _ = br.Discard(m)
 		sent += int64(m)
-		if serr != nil {
-			return sent, serr
-		}
 	}
 	return sent, nil
 }
 
 // relayUntilEOF sends the head in x.out and a body that ends when the
 // backend closes the connection.
-func (c *h1conn) relayUntilEOF(x *h1exchange, br *bufio.Reader) (int64, error) {
+func (c *h1conn) relayUntilEOF(x *h1exchange, br *bufio.Reader, u *upstreamRelease) (int64, error) {
 	if err := c.write(x.out); err != nil {
 		return 0, err
 	}
@@ -693,6 +734,7 @@ func (c *h1conn) relayUntilEOF(x *h1exchange, br *bufio.Reader) (int64, error) {
 			sent += int64(k)
 		}
 		if errors.Is(err, io.EOF) {
+			u.done(false)
 			return sent, nil
 		}
 		if err != nil {
@@ -705,6 +747,7 @@ func (c *h1conn) relayUntilEOF(x *h1exchange, br *bufio.Reader) (int64, error) {
 // for net/http: the status and msg as a plain-text body.
 func (c *h1conn) fail(x *h1exchange, o *outcome, code int, msg string, closing bool) (bool, error) {
 	o.status = code
+	closing = closing || c.s.draining.Load()
 	b := x.out[:0]
 	b = append(b, "HTTP/1.1 "...)
 	b = strconv.AppendInt(b, int64(code), 10)

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/lb-project/lb/dataplane/sockio"
 	"github.com/lb-project/lb/dataplane/stats"
 )
 
@@ -177,6 +178,8 @@ type h1conn struct {
 	readFn  func(fd uintptr) bool
 	readN   int
 	readErr error
+	// w writes to the socket directly (nil: through nc).
+	w *sockio.Conn
 
 	client   string // remote host:port
 	clientIP string
@@ -204,6 +207,7 @@ func newH1Conn(s *H1Server, nc net.Conn) *h1conn {
 		if raw, err := sys.SyscallConn(); err == nil {
 			c.raw = raw
 			c.readFn = c.readSocket
+			c.w = sockio.New(inner)
 		}
 	}
 	return c
@@ -241,6 +245,7 @@ func (c *h1conn) serve() {
 // consume drops the first n bytes of in (a request served).
 func (c *h1conn) consume(n int) {
 	c.in = c.in[n:]
+	c.headAt = time.Time{} // the next head's timeout counts from its own start
 	if len(c.in) == 0 {
 		c.release()
 	}
@@ -357,24 +362,25 @@ func (c *h1conn) readHead() (int, error) {
 }
 
 // setReadDeadline keeps the read deadline at the idle timeout while no
-// request is arriving and at the head timeout while one is. Deadlines move
-// only when off by more than a second, so that most requests set none.
+// request is arriving and at the head timeout, counted from the head's
+// first bytes, while one is. Deadlines move only when off by a second or
+// more (and a head's never later than due), so that most requests set none.
 func (c *h1conn) setReadDeadline() error {
 	now := time.Now()
 	var want time.Time
 	if len(c.in) == 0 {
 		want = now.Add(c.s.cfg.IdleTimeout)
+		if d := c.deadline.Sub(want); d > -time.Second && d < time.Second {
+			return nil
+		}
 	} else {
 		if c.headAt.IsZero() {
 			c.headAt = now
 		}
 		want = c.headAt.Add(c.s.cfg.ReadHeaderTimeout)
-		if !want.Before(c.deadline) {
+		if d := c.deadline.Sub(want); d >= 0 && d < time.Second {
 			return nil
 		}
-	}
-	if d := want.Sub(c.deadline); d > -time.Second && d < time.Second {
-		return nil
 	}
 	c.deadline = want
 	return c.nc.SetReadDeadline(want)
@@ -424,26 +430,22 @@ func (c *h1conn) take() {
 // and gives it back before waiting when it holds nothing.
 func (c *h1conn) readSocket(fd uintptr) bool {
 	c.take()
-	for {
-		n, err := syscall.Read(int(fd), c.in[len(c.in):h1BufSize])
-		switch err {
-		case syscall.EINTR:
-			continue
-		case syscall.EAGAIN:
-			c.release()
-			return false
-		case nil:
-			c.readN = n
-			c.in = c.in[:len(c.in)+n]
-			if n == 0 {
-				c.release()
-			}
-		default:
-			c.readErr = err
+	n, err := sockio.Read(fd, c.in[len(c.in):h1BufSize])
+	switch {
+	case err == syscall.EAGAIN:
+		c.release()
+		return false
+	case err == nil:
+		c.readN = n
+		c.in = c.in[:len(c.in)+n]
+		if n == 0 {
 			c.release()
 		}
-		return true
+	default:
+		c.readErr = err
+		c.release()
 	}
+	return true
 }
 
 // badLineEnd reports whether b (part of an incomplete head) holds an LF

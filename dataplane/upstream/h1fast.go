@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/lb-project/lb/dataplane/sockio"
 )
 
 // H1Pool keeps plain HTTP/1.1 connections per backend and sends the common
@@ -54,6 +56,18 @@ type H1Conn struct {
 	peekFn  func(fd uintptr) bool
 	peekN   int
 	peekErr error
+
+	// sock reads and writes the socket directly; nil when the
+	// connection is not a socket.
+	sock *sockio.Conn
+}
+
+// Write writes p to the connection.
+func (c *H1Conn) Write(p []byte) (int, error) {
+	if c.sock != nil {
+		return c.sock.Write(p)
+	}
+	return c.Conn.Write(p)
 }
 
 // eligible reports whether r can take the fast path.
@@ -71,7 +85,7 @@ func (f *H1Pool) eligible(r *http.Request) bool {
 func (f *H1Pool) RoundTrip(r *http.Request) (*http.Response, error) {
 	addr := r.URL.Host
 	for attempt := 0; ; attempt++ {
-		c, reused, err := f.Get(r.Context(), addr)
+		c, reused, err := f.Get(r.Context(), addr, SafeToRepeat(r.Method))
 		if err != nil {
 			return nil, err
 		}
@@ -96,9 +110,19 @@ func SafeToRepeat(method string) bool {
 	return false
 }
 
+// quietCheckAfter is how long a connection must have been idle before Get
+// checks it for a close or a stray answer when the request may be repeated.
+// A backend closes idle connections (perhaps with a 408 first) after its
+// own idle timeout, seconds at least; a connection reused sooner skips the
+// check, a system call per request under load, and if it was closed all
+// the same, the request is repeated on a new one (see RoundTrip).
+var quietCheckAfter = time.Second
+
 // Get returns an idle connection to addr that is still sound (and true),
-// or a new one.
-func (f *H1Pool) Get(ctx context.Context, addr string) (*H1Conn, bool, error) {
+// or a new one. Connections idle for long, and every one when the request
+// is not repeatable (a stale connection could not be recovered from), are
+// checked first.
+func (f *H1Pool) Get(ctx context.Context, addr string, repeatable bool) (*H1Conn, bool, error) {
 	if hv, ok := f.hosts.Load(addr); ok {
 		h := hv.(*hostConns)
 		for {
@@ -112,7 +136,8 @@ func (f *H1Pool) Get(ctx context.Context, addr string) (*H1Conn, bool, error) {
 			h.idle[n-1] = nil
 			h.idle = h.idle[:n-1]
 			h.mu.Unlock()
-			if time.Since(c.idleSince) < f.idleTimeout && c.quiet() {
+			idle := time.Since(c.idleSince)
+			if idle < f.idleTimeout && (repeatable && idle < quietCheckAfter || c.quiet()) {
 				return c, true, nil
 			}
 			c.Close()
@@ -127,7 +152,13 @@ func (f *H1Pool) Get(ctx context.Context, addr string) (*H1Conn, bool, error) {
 
 // newH1Conn wraps a new connection.
 func newH1Conn(nc net.Conn) *H1Conn {
-	c := &H1Conn{Conn: nc, br: bufio.NewReaderSize(nc, 4096), bw: bufio.NewWriterSize(nc, 4096)}
+	c := &H1Conn{Conn: nc, sock: sockio.New(nc)}
+	var r io.Reader = nc
+	if c.sock != nil {
+		r = c.sock
+	}
+	c.br = bufio.NewReaderSize(r, 4096)
+	c.bw = bufio.NewWriterSize(c, 4096)
 	if sc, ok := nc.(syscall.Conn); ok {
 		if rc, err := sc.SyscallConn(); err == nil {
 			c.raw = rc
