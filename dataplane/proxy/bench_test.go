@@ -1,11 +1,15 @@
 package proxy_test
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	"github.com/lb-project/lb/dataplane/proxy"
 	"github.com/lb-project/lb/dataplane/routing"
@@ -106,13 +110,13 @@ func benchProxyHandler(b *testing.B, tr http.RoundTripper, tp routing.TransportS
 }
 
 // BenchmarkProxyEndToEnd measures a whole exchange: a keep-alive client, the
-// proxy in an HTTP server, and a backend, all on loopback. Allocations count
-// all three.
+// proxy in an HTTP server (of each kind), and a backend, all on loopback.
+// Allocations count all three.
 func BenchmarkProxyEndToEnd(b *testing.B) {
-	run := func(b *testing.B, parallel bool) {
-		e := newProxyEnv(b, nil)
+	run := func(b *testing.B, kind serverKind, parallel bool) {
+		e := newProxyEnv(b, kind)
 		e.store(b, poolOf("web", nil, "", backendAddr(benchBackend(b))))
-		url := e.server.URL + "/api/items?page=2"
+		url := e.url + "/api/items?page=2"
 		ctx := context.Background()
 		do := func(b *testing.B) {
 			req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -145,8 +149,12 @@ func BenchmarkProxyEndToEnd(b *testing.B) {
 			do(b)
 		}
 	}
-	b.Run("serial", func(b *testing.B) { run(b, false) })
-	b.Run("parallel", func(b *testing.B) { run(b, true) })
+	for _, kind := range serverKinds {
+		b.Run(kind.String(), func(b *testing.B) {
+			b.Run("serial", func(b *testing.B) { run(b, kind, false) })
+			b.Run("parallel", func(b *testing.B) { run(b, kind, true) })
+		})
+	}
 }
 
 // BenchmarkUpstreamRoundTripBaseline is BenchmarkProxyHandler's exchange
@@ -188,4 +196,103 @@ func BenchmarkUpstreamRoundTripBaseline(b *testing.B) {
 			b.Fatalf("status %d, %d body bytes", resp.StatusCode, n)
 		}
 	}
+}
+
+// BenchmarkH1Server measures keep-alive GETs over one client connection
+// through the proxy's own HTTP/1.1 server to a backend that answers at once.
+// The client and the backend speak HTTP/1.1 on bare TCP without allocating,
+// so the allocations reported are the proxy's and its upstream pool's. The
+// "net/http" case is the same exchange through net/http's server, for
+// comparison.
+func BenchmarkH1Server(b *testing.B) {
+	resp := []byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\n" +
+		"Date: Mon, 02 Jan 2006 15:04:05 GMT\r\nContent-Length: 23\r\n\r\n" + string(benchPayload))
+	for _, kind := range serverKinds {
+		b.Run(kind.String(), func(b *testing.B) {
+			backend := rawBackend(b, func(_ int, c net.Conn, br *bufio.Reader) {
+				_ = c.SetDeadline(time.Time{})
+				for {
+					if err := skipHead(br); err != nil {
+						return
+					}
+					if _, err := c.Write(resp); err != nil {
+						return
+					}
+				}
+			})
+			e := newProxyEnv(b, kind)
+			e.store(b, poolOf("web", []string{"bench.example.com"}, "", backend))
+			conn, err := net.Dial("tcp", e.addr())
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { conn.Close() })
+			req := []byte("GET /api/items?page=2 HTTP/1.1\r\nHost: bench.example.com\r\nUser-Agent: bench/1\r\nAccept: */*\r\n\r\n")
+			br := bufio.NewReader(conn)
+
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := conn.Write(req); err != nil {
+					b.Fatal(err)
+				}
+				n, err := readBenchResponse(br)
+				if err != nil || n != len(benchPayload) {
+					b.Fatalf("response: %d body bytes, %v", n, err)
+				}
+			}
+			b.StopTimer()
+			e.wantFallbacks(b, 0)
+		})
+	}
+}
+
+// skipHead reads past the next message head on br, without allocating.
+func skipHead(br *bufio.Reader) error {
+	for {
+		line, err := br.ReadSlice('\n')
+		if err != nil {
+			return err
+		}
+		if len(line) == 2 && line[0] == '\r' {
+			return nil
+		}
+	}
+}
+
+var (
+	status200     = []byte("HTTP/1.1 200 ")
+	contentLength = []byte("content-length:")
+)
+
+// readBenchResponse reads a 200 response with a Content-Length, without
+// allocating, and returns its body's length.
+func readBenchResponse(br *bufio.Reader) (int, error) {
+	line, err := br.ReadSlice('\n')
+	if err != nil {
+		return 0, err
+	}
+	if !bytes.HasPrefix(line, status200) {
+		return 0, io.ErrUnexpectedEOF
+	}
+	n := -1
+	for {
+		line, err = br.ReadSlice('\n')
+		if err != nil {
+			return 0, err
+		}
+		if len(line) == 2 && line[0] == '\r' {
+			break
+		}
+		if len(line) > len(contentLength) && bytes.EqualFold(line[:len(contentLength)], contentLength) {
+			n = 0
+			for _, c := range bytes.TrimSpace(line[len(contentLength):]) {
+				n = n*10 + int(c-'0')
+			}
+		}
+	}
+	if n < 0 {
+		return 0, io.ErrUnexpectedEOF
+	}
+	_, err = br.Discard(n)
+	return n, err
 }

@@ -6,15 +6,22 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/lb-project/lb/dataplane/h1guard"
 	"github.com/lb-project/lb/dataplane/proxy"
 	"github.com/lb-project/lb/dataplane/routing"
+	"github.com/lb-project/lb/dataplane/upstream"
 )
 
 // reqTimeout bounds every exchange a test makes, so a proxy that hangs fails
@@ -28,24 +35,119 @@ func testCtx(t testing.TB) context.Context {
 	return ctx
 }
 
-// proxyEnv is a proxy Handler served by a real HTTP server on loopback, with
-// its own upstream transport and a keep-alive client to talk to it.
-type proxyEnv struct {
-	table     *routing.Current
-	transport *http.Transport // proxy → backends
-	server    *httptest.Server
-	client    *http.Client // test → proxy
+// serverKind says which server fronts the Handler in a proxyEnv.
+type serverKind int
+
+const (
+	// netHTTP is net/http's http.Server with the Handler, its connections
+	// wrapped in h1guard: how the data plane serves HTTP/1.1 over TLS
+	// (here without TLS).
+	netHTTP serverKind = iota
+	// h1Server is the proxy's own HTTP/1.1 server, handing the requests it
+	// does not serve to net/http as above (the plain listener's path).
+	h1Server
+)
+
+func (k serverKind) String() string {
+	switch k {
+	case netHTTP:
+		return "net/http"
+	case h1Server:
+		return "h1server"
+	}
+	return fmt.Sprintf("serverKind(%d)", int(k))
 }
 
-// newProxyEnv starts a proxy with transport tr (proxy.NewTransport() when
-// nil) and an empty routing table holder. Everything is closed in cleanup.
-func newProxyEnv(t testing.TB, tr *http.Transport) *proxyEnv {
+// serverKinds are all the servers a test runs against.
+var serverKinds = []serverKind{netHTTP, h1Server}
+
+// forEachServer runs f as a subtest for each server kind, so that the same
+// assertions hold for both paths.
+func forEachServer(t *testing.T, f func(t *testing.T, kind serverKind)) {
 	t.Helper()
-	if tr == nil {
-		tr = proxy.NewTransport()
+	for _, kind := range serverKinds {
+		t.Run(kind.String(), func(t *testing.T) { f(t, kind) })
 	}
-	e := &proxyEnv{table: &routing.Current{}, transport: tr}
-	e.server = httptest.NewServer(proxy.New(proxy.Config{Table: e.table, Transport: tr}))
+}
+
+// proxyEnv is a proxy Handler served on loopback by a server of its kind,
+// with tables whose pools take their transports from an upstream.Cache (as
+// the data plane builds them), and a keep-alive client to talk to it.
+type proxyEnv struct {
+	kind    serverKind
+	table   *routing.Current
+	cache   *upstream.Cache // the pools' transports
+	handler *proxy.Handler
+	url     string // http://HOST:PORT of the proxy
+	lis     net.Listener
+	// srv is net/http's server: the only one (netHTTP) or the fallback of
+	// h1 (h1Server).
+	srv *http.Server
+	h1  *proxy.H1Server // nil for netHTTP
+	// fallbacks counts connections h1 handed over to net/http.
+	fallbacks atomic.Int64
+	client    *http.Client // test → proxy
+	// served is closed when the servers' Serve calls have returned.
+	served chan struct{}
+}
+
+// envOption adjusts the env's net/http server and H1Server configuration
+// before they start.
+type envOption func(*http.Server, *proxy.H1Config)
+
+// newProxyEnv starts a proxy served by a server of kind, with an empty
+// routing table holder. Everything is closed in cleanup.
+func newProxyEnv(t testing.TB, kind serverKind, opts ...envOption) *proxyEnv {
+	t.Helper()
+	cache := upstream.NewCache(upstream.Options{})
+	// The Handler's default transport serves only pools built without a
+	// transport, which store never builds.
+	def := proxy.NewTransport()
+	e := &proxyEnv{kind: kind, table: &routing.Current{}, cache: cache, served: make(chan struct{})}
+	e.handler = proxy.New(proxy.Config{Table: e.table, Transport: def})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.lis = lis
+	e.url = "http://" + lis.Addr().String()
+	// As the data plane configures its proxy servers.
+	e.srv = &http.Server{
+		Handler:           e.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    h1guard.MaxHeadBytes,
+		ConnContext:       h1guard.WithConn,
+		ErrorLog:          log.New(io.Discard, "", 0),
+	}
+	var h1cfg proxy.H1Config
+	for _, o := range opts {
+		o(e.srv, &h1cfg)
+	}
+	var wg sync.WaitGroup
+	switch kind {
+	case netHTTP:
+		wg.Go(func() { _ = e.srv.Serve(h1guard.Listener{Listener: lis}) })
+	case h1Server:
+		fallback := newChanListener(lis.Addr())
+		h1cfg.Fallback = func(c net.Conn) bool {
+			e.fallbacks.Add(1)
+			return fallback.deliver(h1guard.New(c))
+		}
+		e.h1 = e.handler.NewH1Server(h1cfg)
+		wg.Go(func() { _ = e.srv.Serve(fallback) })
+		wg.Go(func() {
+			if err := e.h1.Serve(lis); err != nil {
+				t.Errorf("H1Server.Serve: %v", err)
+			}
+		})
+	default:
+		t.Fatalf("unknown server kind %v", kind)
+	}
+	go func() {
+		wg.Wait()
+		close(e.served)
+	}()
 	ct := &http.Transport{
 		Proxy:               nil, // never an environment proxy
 		DisableCompression:  true,
@@ -53,20 +155,103 @@ func newProxyEnv(t testing.TB, tr *http.Transport) *proxyEnv {
 	}
 	e.client = &http.Client{Transport: ct}
 	t.Cleanup(func() {
-		e.server.Close()
 		ct.CloseIdleConnections()
-		tr.CloseIdleConnections()
+		if e.h1 != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			if err := e.h1.Shutdown(ctx); err != nil {
+				t.Errorf("H1Server.Shutdown: %v", err)
+			}
+			cancel()
+		}
+		_ = e.srv.Close()
+		_ = lis.Close()
+		select {
+		case <-e.served:
+		case <-time.After(reqTimeout):
+			t.Errorf("the proxy's servers did not stop")
+		}
+		cache.CloseIdleConnections()
+		def.CloseIdleConnections()
 	})
 	return e
 }
 
-// addr is the proxy's HOST:PORT.
-func (e *proxyEnv) addr() string { return e.server.Listener.Addr().String() }
+// shutdown shuts the env's servers down gracefully, as the data plane does
+// when it drains: both at once, bounded by ctx.
+func (e *proxyEnv) shutdown(ctx context.Context) error {
+	var wg sync.WaitGroup
+	var h1Err error
+	if e.h1 != nil {
+		wg.Go(func() { h1Err = e.h1.Shutdown(ctx) })
+	}
+	err := e.srv.Shutdown(ctx)
+	wg.Wait()
+	return errors.Join(h1Err, err)
+}
 
-// store builds a table of pools and publishes it.
+// wantFallbacks checks, for an h1Server env, that exactly n connections
+// were handed over to net/http so far: that requests took the path they
+// should. It checks nothing for netHTTP.
+func (e *proxyEnv) wantFallbacks(t testing.TB, n int64) {
+	t.Helper()
+	if e.kind != h1Server {
+		return
+	}
+	if got := e.fallbacks.Load(); got != n {
+		t.Errorf("H1Server handed %d connections over to net/http, want %d", got, n)
+	}
+}
+
+// chanListener is a net.Listener fed with connections by deliver, as the
+// data plane feeds its net/http server with H1Server's hand-overs.
+type chanListener struct {
+	addr  net.Addr
+	conns chan net.Conn
+	done  chan struct{}
+	once  sync.Once
+}
+
+func newChanListener(addr net.Addr) *chanListener {
+	return &chanListener{addr: addr, conns: make(chan net.Conn), done: make(chan struct{})}
+}
+
+// deliver hands c to Accept; it reports false once the listener is closed.
+func (l *chanListener) deliver(c net.Conn) bool {
+	select {
+	case l.conns <- c:
+		return true
+	case <-l.done:
+		return false
+	}
+}
+
+// Accept implements net.Listener.
+func (l *chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+// Close implements net.Listener.
+func (l *chanListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+// Addr implements net.Listener.
+func (l *chanListener) Addr() net.Addr { return l.addr }
+
+// addr is the proxy's HOST:PORT.
+func (e *proxyEnv) addr() string { return e.lis.Addr().String() }
+
+// store builds a table of pools, their transports from the env's cache,
+// and publishes it.
 func (e *proxyEnv) store(t testing.TB, pools ...routing.PoolConfig) {
 	t.Helper()
-	tab, err := routing.Build(nil, routing.Config{Version: 1, Pools: pools}, nil)
+	tab, err := routing.Build(nil, routing.Config{Version: 1, Pools: pools}, e.cache)
 	if err != nil {
 		t.Fatalf("routing.Build: %v", err)
 	}
@@ -101,7 +286,7 @@ func (e *proxyEnv) request(t testing.TB, req *http.Request) (*http.Response, []b
 // get sends GET path with Host host through the proxy.
 func (e *proxyEnv) get(t testing.TB, host, path string) (*http.Response, []byte) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, e.server.URL+path, nil)
+	req, err := http.NewRequest(http.MethodGet, e.url+path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
