@@ -79,7 +79,10 @@ func (h *Handler) tryBackends(ctx context.Context, pool *routing.Pool, key uint6
 	var tried uint64
 	attempts := int(pool.Retries) + 1
 	for attempt := 1; ; attempt++ {
-		now := time.Now()
+		now := o.start // a clock read saved: the request began a moment ago
+		if attempt > 1 {
+			now = time.Now()
+		}
 		idx, sel, panicking := pool.Pick(key, tried, now.UnixNano())
 		if idx < 0 {
 			return 0, errNoBackend

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -407,8 +408,10 @@ func (x *h1exchange) exchange(up *upstream.H1Pool, addr string, method []byte) (
 // roundTrip writes x.out on uc and reads the response head, skipping 1xx
 // informational responses. stale says nothing at all came back.
 func (x *h1exchange) roundTrip(up *upstream.H1Pool, uc *upstream.H1Conn) (head []byte, stale bool, err error) {
-	if _, err := uc.Write(x.out); err != nil {
-		return nil, true, err
+	if !uc.WriteOnRead(x.out) {
+		if _, err := uc.Write(x.out); err != nil {
+			return nil, true, err
+		}
 	}
 	if d := up.ResponseHeaderTimeout(); d > 0 {
 		_ = uc.SetReadDeadline(time.Now().Add(d))
@@ -418,7 +421,10 @@ func (x *h1exchange) roundTrip(up *upstream.H1Pool, uc *upstream.H1Conn) (head [
 	for first := true; ; first = false {
 		head, err = x.readResponseHead(br)
 		if err != nil {
-			if first && errors.Is(err, io.EOF) {
+			var ne net.Error
+			if first && br.Buffered() == 0 && len(x.big) == 0 && !(errors.As(err, &ne) && ne.Timeout()) {
+				// Nothing came back: the request may never have been
+				// read (a kept connection closed while idle).
 				return nil, true, fmt.Errorf("backend closed the connection before answering: %w", err)
 			}
 			return nil, false, err

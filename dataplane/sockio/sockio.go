@@ -7,6 +7,7 @@
 package sockio
 
 import (
+	"errors"
 	"io"
 	"net"
 	"syscall"
@@ -21,6 +22,10 @@ type Conn struct {
 	rn     int
 	rerr   error
 	readFn func(fd uintptr) bool
+	// pending is written by the next Read before it waits (see
+	// WriteOnRead); sent counts its bytes written.
+	pending []byte
+	sent    int
 
 	wp      []byte
 	wn      int
@@ -44,6 +49,21 @@ func New(c net.Conn) *Conn {
 	return s
 }
 
+// WriteOnRead makes the next Read write b first, then wait for the answer
+// without the read attempt that would otherwise come first. That attempt
+// exists because readiness already signalled before a wait would be missed;
+// nothing can be signalled for an answer before its question is written,
+// and Read writes b only after the poller's readiness for the socket was
+// reset. (Bytes that were there before b was written are not missed
+// either: a peer that sends unasked and then closes resets the connection
+// when b arrives, which is signalled.) A write error is Read's error.
+func (s *Conn) WriteOnRead(b []byte) {
+	s.pending, s.sent = b, 0
+}
+
+// errPartial says the pending write did not fit the socket's buffer.
+var errPartial = errors.New("sockio: pending write incomplete")
+
 // Read implements io.Reader: it returns io.EOF when the peer closed, and
 // the connection's error (timeout, closed) when waiting failed.
 func (s *Conn) Read(p []byte) (int, error) {
@@ -52,9 +72,21 @@ func (s *Conn) Read(p []byte) (int, error) {
 	}
 	s.rp, s.rn, s.rerr = p, 0, nil
 	err := s.raw.Read(s.readFn)
+	if err == nil && s.rerr == errPartial {
+		// The socket's buffer is full: finish writing the usual way,
+		// then read the usual way.
+		rest := s.pending[s.sent:]
+		s.pending = nil
+		if _, err := s.Write(rest); err != nil {
+			return 0, err
+		}
+		s.rerr = nil
+		err = s.raw.Read(s.readFn)
+	}
 	s.rp = nil
 	switch {
 	case err != nil:
+		s.pending = nil
 		return 0, err
 	case s.rerr != nil:
 		return 0, s.rerr
@@ -65,6 +97,22 @@ func (s *Conn) Read(p []byte) (int, error) {
 }
 
 func (s *Conn) read(fd uintptr) bool {
+	if s.pending != nil {
+		for s.sent < len(s.pending) {
+			n, err := Write(fd, s.pending[s.sent:])
+			s.sent += n
+			if err == syscall.EAGAIN {
+				s.rerr = errPartial
+				return true
+			}
+			if err != nil {
+				s.pending, s.rerr = nil, err
+				return true
+			}
+		}
+		s.pending = nil
+		return false // wait for the answer
+	}
 	n, err := Read(fd, s.rp)
 	if err == syscall.EAGAIN {
 		return false

@@ -148,3 +148,61 @@ func TestWriteToResetPeer(t *testing.T) {
 		t.Errorf("Write to a reset peer: %v; want an *os.SyscallError from write", err)
 	}
 }
+
+// echo answers each read on c with the same bytes until c closes.
+func echo(c net.Conn) {
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := c.Read(buf)
+		if n > 0 {
+			if _, werr := c.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func TestWriteOnRead(t *testing.T) {
+	t.Run("question then answer", func(t *testing.T) {
+		a, b := pair(t)
+		go echo(b)
+		s := sockio.New(a)
+		buf := make([]byte, 16)
+		for i, q := range []string{"ping", "again", "third"} {
+			s.WriteOnRead([]byte(q))
+			n, err := io.ReadFull(s, buf[:len(q)])
+			if err != nil || string(buf[:n]) != q {
+				t.Fatalf("exchange %d: read %q, %v; want %q", i, buf[:n], err, q)
+			}
+		}
+	})
+	t.Run("larger than the socket buffers", func(t *testing.T) {
+		a, b := pair(t)
+		go echo(b)
+		s := sockio.New(a)
+		q := bytes.Repeat([]byte("0123456789abcdef"), 1<<18) // 4 MiB: the write cannot finish at once
+		s.WriteOnRead(q)
+		got := make([]byte, len(q))
+		if _, err := io.ReadFull(s, got); err != nil || !bytes.Equal(got, q) {
+			t.Fatalf("read back %v, equal %v; want the 4 MiB echoed", err, bytes.Equal(got, q))
+		}
+	})
+	t.Run("peer closed: the read fails instead of waiting", func(t *testing.T) {
+		a, b := pair(t)
+		b.Close()
+		time.Sleep(20 * time.Millisecond) // the FIN is in, and signalled, before the read
+		s := sockio.New(a)
+		s.WriteOnRead([]byte("anyone?"))
+		if err := a.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		n, err := s.Read(make([]byte, 8))
+		var ne net.Error
+		if n != 0 || err == nil || errors.As(err, &ne) && ne.Timeout() {
+			t.Errorf("Read after writing to a closed peer = %d, %v; want 0 and EOF or a reset, not a timeout", n, err)
+		}
+	})
+}

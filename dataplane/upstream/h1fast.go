@@ -62,6 +62,18 @@ type H1Conn struct {
 	sock *sockio.Conn
 }
 
+// WriteOnRead arranges for b to be written by the next read from the
+// connection, which then waits for the answer without a read attempt first
+// (see sockio.Conn.WriteOnRead); it reports false, doing nothing, when the
+// connection is not a socket: write b yourself then.
+func (c *H1Conn) WriteOnRead(b []byte) bool {
+	if c.sock == nil {
+		return false
+	}
+	c.sock.WriteOnRead(b)
+	return true
+}
+
 // Write writes p to the connection.
 func (c *H1Conn) Write(p []byte) (int, error) {
 	if c.sock != nil {
