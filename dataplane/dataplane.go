@@ -196,7 +196,10 @@ func Run(ctx context.Context, cfg Config, reload <-chan struct{}) error {
 			offered[name] = l
 			return l, nil
 		}
-		l, err := net.Listen("tcp", addr)
+		// No TCP keep-alive probes on accepted connections (nginx's
+		// default too): idle timeouts close idle clients, and enabling
+		// them costs four system calls per connection.
+		l, err := (&net.ListenConfig{KeepAlive: -1}).Listen(ctx, "tcp", addr)
 		if err != nil {
 			closeAll()
 			return nil, fmt.Errorf("dataplane: %s listen on %s: %w", what, addr, err)
