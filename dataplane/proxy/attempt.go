@@ -66,15 +66,19 @@ func (h *Handler) roundTrip(r *http.Request, pool *routing.Pool, upgrade string,
 	return resp, idx, err
 }
 
+// errSource says whether the client is gone (Err not nil): a request's
+// context, or the H1Server connection.
+type errSource interface{ Err() error }
+
 // tryBackends runs try on a backend of pool picked by its selector, and on
-// another one when try fails before any response, ctx (the client) is still
+// another one when try fails before any response, the client is still
 // there, safe says the request may be sent again, the error is retryable and
 // the pool allows more attempts. try sends the request to backend idx and
 // returns its status. On success the backend's request stays counted in
 // flight: the caller calls pool.States[idx].End() when done with it. On
 // error, idx names the last backend tried (or is 0 with errNoBackend). It
 // counts upstream requests, retries, successes and failures.
-func (h *Handler) tryBackends(ctx context.Context, pool *routing.Pool, key uint64, o *outcome,
+func (h *Handler) tryBackends(client errSource, pool *routing.Pool, key uint64, o *outcome,
 	safe func() bool, try func(idx int) (int, error)) (int, error) {
 	var tried uint64
 	attempts := int(pool.Retries) + 1
@@ -108,7 +112,7 @@ func (h *Handler) tryBackends(ctx context.Context, pool *routing.Pool, key uint6
 			return idx, nil
 		}
 		st.End()
-		if ctx.Err() != nil {
+		if client.Err() != nil {
 			return idx, err // the client left; not the backend's fault
 		}
 		h.recordFailure(pool, idx, err.Error())

@@ -85,6 +85,8 @@ func (c *h1conn) serveRequest(head []byte) (keep bool, err error) {
 
 	// From here on, the request is this server's.
 	o := outcome{start: time.Now(), method: methodString(rq.Method), proto: "HTTP/1.1", pool: pool, backend: -1}
+	c.inFlightSince.Store(o.start.UnixNano())
+	defer c.inFlightSince.Store(0)
 	if h.access != nil {
 		o.host, o.client, o.path = string(host), c.client, accessPath(path)
 	}
@@ -94,9 +96,9 @@ func (c *h1conn) serveRequest(head []byte) (keep bool, err error) {
 	key := hashKey(pool, (*headFields)(rq), c.client, unsafeString(path))
 	var uc *upstream.H1Conn
 	var respHead []byte
-	idx, err := h.tryBackends(context.Background(), pool, key, &o, alwaysSafe, func(idx int) (int, error) {
+	idx, err := h.tryBackends(c, pool, key, &o, alwaysSafe, func(idx int) (int, error) {
 		var err error
-		uc, respHead, err = x.exchange(up, pool.Backends[idx].Address, rq.Method)
+		uc, respHead, err = c.exchange(x, up, pool.Backends[idx].Address, rq.Method)
 		if err != nil {
 			return 0, err
 		}
@@ -107,7 +109,7 @@ func (c *h1conn) serveRequest(head []byte) (keep bool, err error) {
 			return c.fail(x, &o, http.StatusServiceUnavailable, "no backend: pool "+pool.Name+" has no backends", closing)
 		}
 		o.backend = idx
-		code, msg := h.describeUpstreamError(false, pool.Name, pool.Backends[idx].Address, err)
+		code, msg := h.describeUpstreamError(c.Err() != nil, pool.Name, pool.Backends[idx].Address, err)
 		return c.fail(x, &o, code, msg, closing)
 	}
 	o.backend = idx
@@ -387,14 +389,22 @@ var errUnexpected101 = errors.New("backend answered 101 Switching Protocols to a
 // kept connection that gives nothing back is replaced once for a method
 // safe to repeat, as net/http's Transport does. It returns the connection
 // and the response head (valid until the connection is read again).
-func (x *h1exchange) exchange(up *upstream.H1Pool, addr string, method []byte) (*upstream.H1Conn, []byte, error) {
+func (c *h1conn) exchange(x *h1exchange, up *upstream.H1Pool, addr string, method []byte) (*upstream.H1Conn, []byte, error) {
 	for attempt := 0; ; attempt++ {
 		repeatable := upstream.SafeToRepeat(unsafeString(method))
 		uc, reused, err := up.Get(context.Background(), addr, repeatable)
 		if err != nil {
 			return nil, nil, err
 		}
+		if !c.waitingOn(uc) {
+			uc.Close()
+			return nil, nil, errClientGone
+		}
 		head, stale, err := x.roundTrip(up, uc)
+		if !c.waitingOn(nil) {
+			uc.Close() // its deadline may have been cut short
+			return nil, nil, errClientGone
+		}
 		if err == nil {
 			return uc, head, nil
 		}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/lb-project/lb/dataplane/sockio"
 	"github.com/lb-project/lb/dataplane/stats"
+	"github.com/lb-project/lb/dataplane/upstream"
 )
 
 // H1Config configures an H1Server.
@@ -75,6 +76,16 @@ func (s *H1Server) Serve(l net.Listener) error {
 	if draining {
 		l.Close()
 	}
+	ctx, stop := context.WithCancel(context.Background())
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		s.watch(ctx)
+	}()
+	defer func() {
+		stop()
+		<-watched
+	}()
 	var backoff time.Duration
 	for {
 		nc, err := l.Accept()
@@ -186,6 +197,15 @@ type h1conn struct {
 	state    atomic.Int32
 	deadline time.Time // the read deadline in force
 	headAt   time.Time // when the head being read began to arrive
+
+	// inFlightSince is when the request being served began (Unix ns; 0:
+	// none); the watcher looks at connections whose request takes long.
+	inFlightSince atomic.Int64
+	// mu guards upstream and gone, between the connection's goroutine and
+	// the watcher.
+	mu       sync.Mutex
+	upstream *upstream.H1Conn // the connection a response is awaited on
+	gone     bool             // the client closed (or half-closed) meanwhile
 
 	buf     *[h1BufSize]byte // holds in; nil while idle
 	in      []byte           // bytes read and not yet consumed
@@ -460,4 +480,87 @@ func badLineEnd(b []byte) bool {
 		}
 	}
 	return false
+}
+
+// errClientGone says the client closed its connection while its request
+// waited for the backend.
+var errClientGone = errors.New("the client closed the connection")
+
+// Err reports whether the client went away while its request waited for
+// the backend (errClientGone), so that tryBackends does not blame the
+// backend; it makes the connection an errSource.
+func (c *h1conn) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.gone {
+		return errClientGone
+	}
+	return nil
+}
+
+// waitingOn records the upstream connection a response is awaited on (nil
+// when done waiting); it reports false when the client is gone.
+func (c *h1conn) waitingOn(uc *upstream.H1Conn) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.upstream = uc
+	return !c.gone
+}
+
+// watchAfter is how long a request waits for its backend before the
+// watcher starts checking whether its client is still there, and how often.
+var watchAfter = time.Second
+
+// watch notices clients that close their connection while their request
+// waits for a backend (net/http notices them with a read in the
+// background, which costs every request; this costs a look every second at
+// the few that take that long), and cuts the wait short, until ctx is done.
+func (s *H1Server) watch(ctx context.Context) {
+	t := time.NewTicker(watchAfter)
+	defer t.Stop()
+	var slow []*h1conn
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			limit := now.Add(-watchAfter).UnixNano()
+			slow = slow[:0]
+			s.mu.Lock()
+			for c := range s.conns {
+				if at := c.inFlightSince.Load(); at != 0 && at <= limit {
+					slow = append(slow, c)
+				}
+			}
+			s.mu.Unlock()
+			for _, c := range slow {
+				c.checkClient()
+			}
+			clear(slow)
+		}
+	}
+}
+
+// checkClient peeks at the client's socket without reading from it: an end
+// of stream or an error there means the client is gone, and the wait for
+// the backend is cut short through its connection's deadline.
+func (c *h1conn) checkClient() {
+	if c.raw == nil {
+		return
+	}
+	gone := false
+	_ = c.raw.Control(func(fd uintptr) {
+		var b [1]byte
+		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		gone = n == 0 && err == nil || err != nil && err != syscall.EAGAIN && err != syscall.EINTR
+	})
+	if !gone {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gone = true
+	if c.upstream != nil {
+		_ = c.upstream.SetDeadline(time.Unix(1, 0))
+	}
 }

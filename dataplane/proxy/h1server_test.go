@@ -1057,3 +1057,40 @@ func TestH1ServerTimeouts(t *testing.T) {
 		})
 	})
 }
+
+// A client that closes its connection while its request waits for the
+// backend gets the backend's request cancelled (its connection closed), on
+// both servers: net/http notices at once with its background read, H1Server
+// within two of its client checks.
+func TestClientGoneCancelsBackendRequest(t *testing.T) {
+	t.Cleanup(proxy.SetWatchAfter(100 * time.Millisecond))
+	forEachServer(t, func(t *testing.T, kind serverKind) {
+		arrived := make(chan struct{}, 1)
+		cancelled := make(chan struct{}, 1)
+		backend := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+			arrived <- struct{}{}
+			select {
+			case <-r.Context().Done():
+				cancelled <- struct{}{}
+			case <-time.After(10 * time.Second):
+				_, _ = io.WriteString(w, "too late")
+			}
+		})
+		e := newProxyEnv(t, kind)
+		e.store(t, poolOf("web", nil, "", backendAddr(backend)))
+		p := dialProxy(t, e)
+		p.send("GET /wait HTTP/1.1\r\nHost: example.com\r\n\r\n")
+		select {
+		case <-arrived:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the request did not reach the backend within 5s")
+		}
+		p.c.Close()
+		select {
+		case <-cancelled:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the backend's request was not cancelled within 5s of the client closing")
+		}
+		e.wantFallbacks(t, 0)
+	})
+}
