@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"runtime"
 	"sync"
 	"time"
 
@@ -72,7 +73,7 @@ func (m *tlsMux) handle(ctx context.Context, c net.Conn) {
 	}
 	if tc.ConnectionState().NegotiatedProtocol == http2.NextProtoTLS {
 		counted.SetProto(stats.ProtoHTTP2)
-		m.h2.ServeConn(tc, &http2.ServeConnOpts{Context: ctx, BaseConfig: m.srv, Handler: m.srv.Handler})
+		m.h2.ServeConn(yieldingConn{tc}, &http2.ServeConnOpts{Context: ctx, BaseConfig: m.srv, Handler: m.srv.Handler})
 		return
 	}
 	if !m.h1.deliver(h1guard.New(tc)) {
@@ -123,3 +124,14 @@ func (l *chanListener) Close() error {
 
 // Addr implements net.Listener.
 func (l *chanListener) Addr() net.Addr { return l.addr }
+
+// yieldingConn lets other goroutines run before each write: the HTTP/2
+// server flushes whenever its queue of frames is empty, so yielding first
+// lets handlers that are about to finish queue their responses, and one TLS
+// record and one system call carry several.
+type yieldingConn struct{ *tls.Conn }
+
+func (c yieldingConn) Write(p []byte) (int, error) {
+	runtime.Gosched()
+	return c.Conn.Write(p)
+}

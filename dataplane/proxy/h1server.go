@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -308,7 +309,8 @@ func (c *h1conn) handOver() {
 	}
 	c.in = c.in[:0]
 	c.release()
-	if c.s.draining.Load() || !c.s.cfg.Fallback(&prefixConn{Conn: c.nc, prefix: prefix}) {
+	pc := &prefixConn{Conn: c.nc, prefix: prefix, yield: bytes.HasPrefix(prefix, h2Preface)}
+	if c.s.draining.Load() || !c.s.cfg.Fallback(pc) {
 		c.nc.Close()
 	}
 }
@@ -317,6 +319,23 @@ func (c *h1conn) handOver() {
 type prefixConn struct {
 	net.Conn
 	prefix []byte
+	// yield lets other goroutines run before each write (HTTP/2; see
+	// Write).
+	yield bool
+}
+
+// h2Preface starts an HTTP/2 connection with prior knowledge (h2c).
+var h2Preface = []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+
+// Write implements net.Conn. On an HTTP/2 connection it first lets other
+// goroutines run: the HTTP/2 server flushes whenever its queue of frames
+// is empty, so yielding lets handlers about to finish queue their
+// responses, and one write carries several.
+func (p *prefixConn) Write(b []byte) (int, error) {
+	if p.yield {
+		runtime.Gosched()
+	}
+	return p.Conn.Write(b)
 }
 
 // Read implements net.Conn.
