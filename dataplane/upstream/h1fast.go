@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -269,6 +270,72 @@ func (f *H1Pool) closeIdle() {
 	})
 }
 
+// appendRequestHead appends the head net/http's Request.Write would send
+// for r (eligible: no body), without its formatting machinery, or reports
+// false when r has something it would need that machinery for (a Host
+// outside printable ASCII, an opaque URL, a line break in a value). Fields
+// go in map order.
+func appendRequestHead(b []byte, r *http.Request) ([]byte, bool) {
+	host := r.Host
+	if host == "" {
+		host = r.URL.Host
+	}
+	if !plainValue(host) || r.URL.Opaque != "" {
+		return nil, false
+	}
+	b = append(b, r.Method...)
+	b = append(b, ' ')
+	b = append(b, r.URL.RequestURI()...)
+	b = append(b, " HTTP/1.1\r\nHost: "...)
+	b = append(b, host...)
+	b = append(b, "\r\n"...)
+	for k, vv := range r.Header {
+		switch k {
+		case "Host", "Content-Length", "Transfer-Encoding", "Trailer":
+			continue // not sent from the map by Request.Write either
+		case "User-Agent":
+			if len(vv) > 1 {
+				vv = vv[:1] // Request.Write sends the first only
+			}
+		}
+		for _, v := range vv {
+			v = strings.Trim(v, " \t")
+			if k == "User-Agent" && v == "" {
+				continue // an empty User-Agent means none
+			}
+			if strings.ContainsAny(v, "\r\n") {
+				return nil, false
+			}
+			b = append(b, k...)
+			b = append(b, ": "...)
+			b = append(b, v...)
+			b = append(b, "\r\n"...)
+		}
+	}
+	if _, ok := r.Header["User-Agent"]; !ok {
+		b = append(b, "User-Agent: Go-http-client/1.1\r\n"...)
+	}
+	switch r.Method {
+	case http.MethodPost, http.MethodPut, http.MethodPatch:
+		b = append(b, "Content-Length: 0\r\n"...) // as Request.Write says an empty body
+	}
+	if r.Close {
+		b = append(b, "Connection: close\r\n"...)
+	}
+	return append(b, "\r\n"...), true
+}
+
+// plainValue reports whether s is printable ASCII (spaces and tabs too).
+// (A Host needing IDNA conversion is left to Request.Write.)
+func plainValue(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 && c != '\t' || c >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
 // errServerClosed says the backend closed a reused connection without
 // answering.
 var errServerClosed = errors.New("backend closed the connection before answering")
@@ -285,11 +352,17 @@ func (f *H1Pool) exchange(c *H1Conn, r *http.Request, addr string) (resp *http.R
 			stop()
 		}
 	}()
-	if err := r.Write(c.bw); err != nil {
-		return nil, true, err
-	}
-	if err := c.bw.Flush(); err != nil {
-		return nil, true, err
+	if head, ok := appendRequestHead(c.bw.AvailableBuffer(), r); ok && c.WriteOnRead(head) {
+		// Sent by the read below, which then waits for the answer without
+		// a read attempt first. (head lives in bw's spare buffer; bw is not
+		// written meanwhile.)
+	} else {
+		if err := r.Write(c.bw); err != nil {
+			return nil, true, err
+		}
+		if err := c.bw.Flush(); err != nil {
+			return nil, true, err
+		}
 	}
 	if f.respHeaderTimeout > 0 {
 		_ = c.SetReadDeadline(time.Now().Add(f.respHeaderTimeout))
