@@ -529,8 +529,11 @@ func TestLateJoinerGetsOnlyTheLatest(t *testing.T) {
 	for i := range 3 {
 		e.update(t, func(tx store.Tx) { tx.Put(pool(fmt.Sprintf("p%d", i))) })
 		states = append(states, e.state(t))
-	}
-	for m := early.recv(t); m.GetVersion() != 3; m = early.recv(t) {
+		// Wait for each version to be published before the next commit:
+		// a store watch may coalesce quick commits, and a version this
+		// control plane never published is answered with a full snapshot.
+		for m := early.recv(t); m.GetVersion() != uint64(i+1); m = early.recv(t) {
+		}
 	}
 	// Version 3 is published; a new stream starts from it.
 	late := e.connect(t, "late")
