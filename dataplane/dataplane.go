@@ -28,6 +28,7 @@ import (
 	"github.com/lb-project/lb/dataplane/admin"
 	"github.com/lb-project/lb/dataplane/certs"
 	"github.com/lb-project/lb/dataplane/configclient"
+	"github.com/lb-project/lb/dataplane/connchan"
 	"github.com/lb-project/lb/dataplane/h1guard"
 	"github.com/lb-project/lb/dataplane/handoff"
 	"github.com/lb-project/lb/dataplane/health"
@@ -304,9 +305,9 @@ func Run(ctx context.Context, cfg Config, reload <-chan struct{}) error {
 	// HTTP/1.1 server; net/http (with h1guard) takes over a connection at
 	// the first request that server leaves to it (h2c, bodies, upgrades...).
 	plainSrv := servers[0]
-	fallback := newChanListener(proxyLis.Addr())
+	fallback := connchan.New(proxyLis.Addr())
 	h1srv := handler.NewH1Server(proxy.H1Config{
-		Fallback:          func(c net.Conn) bool { return fallback.deliver(h1guard.New(c)) },
+		Fallback:          func(c net.Conn) bool { return fallback.Deliver(h1guard.New(c)) },
 		IdleTimeout:       plainSrv.IdleTimeout,
 		ReadHeaderTimeout: plainSrv.ReadHeaderTimeout,
 	})
@@ -329,7 +330,7 @@ func Run(ctx context.Context, cfg Config, reload <-chan struct{}) error {
 		if err := http2.ConfigureServer(tlsSrv, h2srv); err != nil {
 			return fmt.Errorf("dataplane: configure HTTP/2: %w", err)
 		}
-		mux := &tlsMux{ln: tlsLis, tlsConfig: certStore.TLSConfig(), h1: newChanListener(tlsLis.Addr()),
+		mux := &tlsMux{ln: tlsLis, tlsConfig: certStore.TLSConfig(), h1: connchan.New(tlsLis.Addr()),
 			h2: h2srv, srv: tlsSrv, conns: &conns, log: log.Named("tls")}
 		servers = append(servers, tlsSrv)
 		goRun(func() error { return serve(tlsSrv, mux.h1, "TLS") })

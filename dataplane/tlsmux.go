@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/net/http2"
 
+	"github.com/lb-project/lb/dataplane/connchan"
 	"github.com/lb-project/lb/dataplane/h1guard"
 	"github.com/lb-project/lb/dataplane/stats"
 )
@@ -24,7 +25,7 @@ import (
 type tlsMux struct {
 	ln        net.Listener
 	tlsConfig *tls.Config
-	h1        *chanListener
+	h1        *connchan.Listener
 	h2        *http2.Server
 	srv       *http.Server
 	conns     *stats.Conns
@@ -76,54 +77,13 @@ func (m *tlsMux) handle(ctx context.Context, c net.Conn) {
 		m.h2.ServeConn(yieldingConn{tc}, &http2.ServeConnOpts{Context: ctx, BaseConfig: m.srv, Handler: m.srv.Handler})
 		return
 	}
-	if !m.h1.deliver(h1guard.New(tc)) {
+	if !m.h1.Deliver(h1guard.New(tc)) {
 		tc.Close()
 	}
 }
 
 // wait waits for handshakes and HTTP/2 connections to end.
 func (m *tlsMux) wait() { m.wg.Wait() }
-
-// chanListener is a net.Listener fed with connections by deliver.
-type chanListener struct {
-	addr  net.Addr
-	conns chan net.Conn
-	done  chan struct{}
-	once  sync.Once
-}
-
-func newChanListener(addr net.Addr) *chanListener {
-	return &chanListener{addr: addr, conns: make(chan net.Conn), done: make(chan struct{})}
-}
-
-// deliver hands c to Accept; it reports false once the listener is closed.
-func (l *chanListener) deliver(c net.Conn) bool {
-	select {
-	case l.conns <- c:
-		return true
-	case <-l.done:
-		return false
-	}
-}
-
-// Accept implements net.Listener.
-func (l *chanListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.conns:
-		return c, nil
-	case <-l.done:
-		return nil, net.ErrClosed
-	}
-}
-
-// Close implements net.Listener.
-func (l *chanListener) Close() error {
-	l.once.Do(func() { close(l.done) })
-	return nil
-}
-
-// Addr implements net.Listener.
-func (l *chanListener) Addr() net.Addr { return l.addr }
 
 // yieldingConn lets other goroutines run before each write: the HTTP/2
 // server flushes whenever its queue of frames is empty, so yielding first

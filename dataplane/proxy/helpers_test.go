@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lb-project/lb/dataplane/connchan"
 	"github.com/lb-project/lb/dataplane/h1guard"
 	"github.com/lb-project/lb/dataplane/proxy"
 	"github.com/lb-project/lb/dataplane/routing"
@@ -129,10 +130,10 @@ func newProxyEnv(t testing.TB, kind serverKind, opts ...envOption) *proxyEnv {
 	case netHTTP:
 		wg.Go(func() { _ = e.srv.Serve(h1guard.Listener{Listener: lis}) })
 	case h1Server:
-		fallback := newChanListener(lis.Addr())
+		fallback := connchan.New(lis.Addr())
 		h1cfg.Fallback = func(c net.Conn) bool {
 			e.fallbacks.Add(1)
-			return fallback.deliver(h1guard.New(c))
+			return fallback.Deliver(h1guard.New(c))
 		}
 		e.h1 = e.handler.NewH1Server(h1cfg)
 		wg.Go(func() { _ = e.srv.Serve(fallback) })
@@ -201,48 +202,6 @@ func (e *proxyEnv) wantFallbacks(t testing.TB, n int64) {
 		t.Errorf("H1Server handed %d connections over to net/http, want %d", got, n)
 	}
 }
-
-// chanListener is a net.Listener fed with connections by deliver, as the
-// data plane feeds its net/http server with H1Server's hand-overs.
-type chanListener struct {
-	addr  net.Addr
-	conns chan net.Conn
-	done  chan struct{}
-	once  sync.Once
-}
-
-func newChanListener(addr net.Addr) *chanListener {
-	return &chanListener{addr: addr, conns: make(chan net.Conn), done: make(chan struct{})}
-}
-
-// deliver hands c to Accept; it reports false once the listener is closed.
-func (l *chanListener) deliver(c net.Conn) bool {
-	select {
-	case l.conns <- c:
-		return true
-	case <-l.done:
-		return false
-	}
-}
-
-// Accept implements net.Listener.
-func (l *chanListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.conns:
-		return c, nil
-	case <-l.done:
-		return nil, net.ErrClosed
-	}
-}
-
-// Close implements net.Listener.
-func (l *chanListener) Close() error {
-	l.once.Do(func() { close(l.done) })
-	return nil
-}
-
-// Addr implements net.Listener.
-func (l *chanListener) Addr() net.Addr { return l.addr }
 
 // addr is the proxy's HOST:PORT.
 func (e *proxyEnv) addr() string { return e.lis.Addr().String() }

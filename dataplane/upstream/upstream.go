@@ -134,12 +134,7 @@ func (t *Transport) RoundTrip(r *http.Request) (*http.Response, error) {
 // H1 returns the pool of plain HTTP/1.1 connections that carries t's
 // requests other than gRPC and upgrades, or nil when the backends are
 // reached over TLS or only over HTTP/2.
-func (t *Transport) H1() *H1Pool {
-	if t.fast == nil || t.h2 != nil && t.settings.Protocol != Auto {
-		return nil
-	}
-	return t.fast
-}
+func (t *Transport) H1() *H1Pool { return t.fast }
 
 // TLSConfig returns a copy of the TLS client configuration towards the
 // backends, or nil when they are not reached over TLS.
