@@ -644,10 +644,11 @@ func appendResponseHead(b []byte, resp *h1wire.Response, chunked, closing bool) 
 }
 
 // relayLength sends the head in x.out and a body of n bytes. Body bytes
-// already buffered go out with the head, in one write.
+// already buffered go out with the head, in one write, as far as out has
+// room (it is not grown for them, so that it stays poolable).
 func (c *h1conn) relayLength(x *h1exchange, br *bufio.Reader, n int64, u *upstreamRelease) (int64, error) {
 	var sent int64
-	if k := min(int64(br.Buffered()), n, int64(maxOutKeep-len(x.out))); k > 0 {
+	if k := min(int64(br.Buffered()), n, int64(cap(x.out)-len(x.out))); k > 0 {
 		p, _ := br.Peek(int(k))
 		x.out = append(x.out, p...)
 		_, _ = br.Discard(int(k))
@@ -691,7 +692,7 @@ func (c *h1conn) relayLength(x *h1exchange, br *bufio.Reader, n int64, u *upstre
 func (c *h1conn) relayChunked(x *h1exchange, br *bufio.Reader, u *upstreamRelease) (int64, error) {
 	var ch h1wire.Chunked
 	var sent int64
-	if k := min(br.Buffered(), maxOutKeep-len(x.out)); k > 0 {
+	if k := min(br.Buffered(), cap(x.out)-len(x.out)); k > 0 {
 		p, _ := br.Peek(k)
 		m, err := ch.Scan(p)
 		if err != nil {
