@@ -6,13 +6,13 @@ import (
 	"errors"
 	"net"
 	"net/http"
-	"runtime"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/net/http2"
 
+	"github.com/lb-project/lb/dataplane/coalesce"
 	"github.com/lb-project/lb/dataplane/connchan"
 	"github.com/lb-project/lb/dataplane/h1guard"
 	"github.com/lb-project/lb/dataplane/stats"
@@ -74,7 +74,7 @@ func (m *tlsMux) handle(ctx context.Context, c net.Conn) {
 	}
 	if tc.ConnectionState().NegotiatedProtocol == http2.NextProtoTLS {
 		counted.SetProto(stats.ProtoHTTP2)
-		m.h2.ServeConn(yieldingConn{tc}, &http2.ServeConnOpts{Context: ctx, BaseConfig: m.srv, Handler: m.srv.Handler})
+		m.h2.ServeConn(coalescedTLS{coalesce.New(tc), tc}, &http2.ServeConnOpts{Context: ctx, BaseConfig: m.srv, Handler: m.srv.Handler})
 		return
 	}
 	if !m.h1.Deliver(h1guard.New(tc)) {
@@ -85,13 +85,15 @@ func (m *tlsMux) handle(ctx context.Context, c net.Conn) {
 // wait waits for handshakes and HTTP/2 connections to end.
 func (m *tlsMux) wait() { m.wg.Wait() }
 
-// yieldingConn lets other goroutines run before each write: the HTTP/2
-// server flushes whenever its queue of frames is empty, so yielding first
-// lets handlers that are about to finish queue their responses, and one TLS
-// record and one system call carry several.
-type yieldingConn struct{ *tls.Conn }
-
-func (c yieldingConn) Write(p []byte) (int, error) {
-	runtime.Gosched()
-	return c.Conn.Write(p)
+// coalescedTLS gathers the HTTP/2 server's writes (see package coalesce):
+// the server flushes whenever its queue of frames is empty, so without it
+// every response would cost a TLS record and a system call of its own.
+// ConnectionState tells the server, and handlers through r.TLS, that the
+// connection is TLS.
+type coalescedTLS struct {
+	*coalesce.Conn
+	tls *tls.Conn
 }
+
+// ConnectionState returns the TLS connection's state.
+func (c coalescedTLS) ConnectionState() tls.ConnectionState { return c.tls.ConnectionState() }

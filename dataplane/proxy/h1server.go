@@ -1,17 +1,18 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"io"
 	"net"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/lb-project/lb/dataplane/coalesce"
 	"github.com/lb-project/lb/dataplane/sockio"
 	"github.com/lb-project/lb/dataplane/stats"
 	"github.com/lb-project/lb/dataplane/upstream"
@@ -309,7 +310,11 @@ func (c *h1conn) handOver() {
 	}
 	c.in = c.in[:0]
 	c.release()
-	pc := &prefixConn{Conn: c.nc, prefix: prefix, yield: bytes.HasPrefix(prefix, h2Preface)}
+	pc := &prefixConn{Conn: c.nc, prefix: prefix}
+	if bytes.HasPrefix(prefix, h2Preface) {
+		pc.h2 = bufio.NewReaderSize(prefixReader{pc}, h2ReadBuffer)
+		pc.Conn = coalesce.New(c.nc)
+	}
 	if c.s.draining.Load() || !c.s.cfg.Fallback(pc) {
 		c.nc.Close()
 	}
@@ -319,27 +324,38 @@ func (c *h1conn) handOver() {
 type prefixConn struct {
 	net.Conn
 	prefix []byte
-	// yield lets other goroutines run before each write (HTTP/2; see
-	// Write).
-	yield bool
+	// h2 buffers the reads of an HTTP/2 connection (h2c); nil otherwise.
+	// Go's HTTP/2 server reads each frame's 9-byte header and then its
+	// payload straight from the connection: without a buffer that is two
+	// system calls per frame, where one read can take many frames. Its
+	// writes are gathered by a coalesce.Conn, which Conn then is: the
+	// server flushes whenever its queue of frames is empty, which would
+	// otherwise cost a system call per response.
+	h2 *bufio.Reader
 }
+
+// h2ReadBuffer is the read buffer of an h2c connection: a frame of the
+// default maximum size fits.
+const h2ReadBuffer = 16<<10 + 9
 
 // h2Preface starts an HTTP/2 connection with prior knowledge (h2c).
 var h2Preface = []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
 
-// Write implements net.Conn. On an HTTP/2 connection it first lets other
-// goroutines run: the HTTP/2 server flushes whenever its queue of frames
-// is empty, so yielding lets handlers about to finish queue their
-// responses, and one write carries several.
-func (p *prefixConn) Write(b []byte) (int, error) {
-	if p.yield {
-		runtime.Gosched()
-	}
-	return p.Conn.Write(b)
-}
-
 // Read implements net.Conn.
 func (p *prefixConn) Read(b []byte) (int, error) {
+	if p.h2 != nil {
+		return p.h2.Read(b)
+	}
+	return p.readDirect(b)
+}
+
+// prefixReader reads a prefixConn without its buffer.
+type prefixReader struct{ p *prefixConn }
+
+func (r prefixReader) Read(b []byte) (int, error) { return r.p.readDirect(b) }
+
+// readDirect reads the prefix, then the connection.
+func (p *prefixConn) readDirect(b []byte) (int, error) {
 	if len(p.prefix) > 0 {
 		n := copy(b, p.prefix)
 		p.prefix = p.prefix[n:]

@@ -22,6 +22,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/lb-project/lb/dataplane/coalesce"
 )
 
 // Protocol is the protocol spoken to backends.
@@ -236,6 +238,19 @@ func (d *DialStats) dialer(nd *net.Dialer) dialFunc {
 	}
 }
 
+// coalescing wraps dial's connections so that the frames many streams
+// write to one HTTP/2 connection go out in as few system calls as they can
+// (see package coalesce).
+func coalescing(dial dialFunc) dialFunc {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return coalesce.New(c), nil
+	}
+}
+
 // NewCache returns an empty cache whose transports use opts.
 func NewCache(opts Options) *Cache {
 	if opts.DialTimeout <= 0 {
@@ -317,7 +332,7 @@ func (c *Cache) build(s Settings) (*Transport, error) {
 			idleTimeout: opts.IdleConnTimeout, respHeaderTimeout: opts.ResponseHeaderTimeout}
 	}
 	if s.Protocol != HTTP1 {
-		t.h2 = newHTTPTransport(opts, tlsCfg, true, dial)
+		t.h2 = newHTTPTransport(opts, tlsCfg, true, coalescing(dial))
 	}
 	return t, nil
 }

@@ -1,0 +1,148 @@
+// Package coalesce gathers the writes many goroutines make to one
+// connection into as few system calls as it can. An HTTP/2 client writes
+// each request's HEADERS and DATA frames with a flush apiece, under the
+// connection's write lock; with a hundred streams on one connection that is
+// a system call per frame. Conn takes the bytes of each Write into a buffer
+// and returns; one goroutine per connection writes whatever has gathered
+// once the goroutines that are ready to run have had their turn.
+package coalesce
+
+import (
+	"errors"
+	"net"
+	"runtime"
+	"sync"
+	"time"
+)
+
+// maxPending bounds the bytes waiting to be written: a writer beyond it
+// waits for the socket to take them (the backpressure a plain write gives).
+const maxPending = 256 << 10
+
+// keepBuffer is the largest write buffer kept for the next writes; a burst
+// beyond it does not pin its memory to an idle connection.
+const keepBuffer = 64 << 10
+
+// closeLinger bounds how long Close waits for the bytes already written to
+// reach the socket.
+var closeLinger = 5 * time.Second
+
+// ErrClosed is returned by Write after Close.
+var ErrClosed = errors.New("coalesce: connection closed")
+
+// Conn is a net.Conn whose writes are gathered and written by its own
+// goroutine. Write returns once its bytes are buffered; an error writing
+// them is returned by the next Write and closes the connection. Close
+// writes what is still buffered first. Reads go straight to the
+// underlying connection.
+type Conn struct {
+	net.Conn
+
+	// wake has a token when bytes are waiting; done is closed by Close,
+	// after which the writer writes what is left and returns.
+	wake chan struct{}
+	done chan struct{}
+	// stopped is closed when the writer goroutine has returned.
+	stopped chan struct{}
+
+	mu sync.Mutex
+	// drained is signalled when the writer took the pending bytes or failed.
+	drained sync.Cond
+	pending []byte
+	spare   []byte
+	err     error // sticky: the write error, or ErrClosed
+	closing bool
+}
+
+// New wraps c and starts its writer goroutine, which stops at Close.
+func New(c net.Conn) *Conn {
+	cc := &Conn{Conn: c, wake: make(chan struct{}, 1), done: make(chan struct{}), stopped: make(chan struct{})}
+	cc.drained.L = &cc.mu
+	go cc.writeLoop()
+	return cc
+}
+
+// Write buffers p for the writer goroutine. It waits only while more than
+// maxPending bytes are waiting already.
+func (c *Conn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	for c.err == nil && len(c.pending) >= maxPending {
+		c.drained.Wait()
+	}
+	if c.err != nil {
+		err := c.err
+		c.mu.Unlock()
+		return 0, err
+	}
+	c.pending = append(c.pending, p...)
+	c.mu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default: // already woken; it will take these bytes too
+	}
+	return len(p), nil
+}
+
+// writeLoop writes what has gathered each time it is woken, after letting
+// every goroutine that is ready to run add its bytes first.
+func (c *Conn) writeLoop() {
+	defer close(c.stopped)
+	for {
+		last := false
+		select {
+		case <-c.done:
+			last = true
+		case <-c.wake:
+			runtime.Gosched()
+		}
+		c.mu.Lock()
+		b := c.pending
+		c.pending = c.spare[:0]
+		c.drained.Broadcast()
+		c.mu.Unlock()
+		var err error
+		if len(b) > 0 {
+			_, err = c.Conn.Write(b)
+		}
+		c.mu.Lock()
+		// b becomes the spare buffer; pending has the other one.
+		c.spare = nil
+		if cap(b) <= keepBuffer {
+			c.spare = b[:0]
+		}
+		if err != nil && (c.err == nil || errors.Is(c.err, ErrClosed)) {
+			c.err = err
+		}
+		c.drained.Broadcast()
+		c.mu.Unlock()
+		if err != nil && !last {
+			// The stream of bytes is broken: nothing after this can be
+			// written in order. Readers learn it from the closed socket.
+			_ = c.Conn.Close()
+			return
+		}
+		if last {
+			return
+		}
+	}
+}
+
+// Close writes what is still buffered (waiting at most closeLinger for the
+// peer to take it), stops the writer goroutine and closes the connection.
+// It is safe to call more than once.
+func (c *Conn) Close() error {
+	c.mu.Lock()
+	first := !c.closing
+	c.closing = true
+	if c.err == nil {
+		c.err = ErrClosed
+	}
+	c.drained.Broadcast()
+	c.mu.Unlock()
+	if first {
+		_ = c.Conn.SetWriteDeadline(time.Now().Add(closeLinger))
+		close(c.done)
+	}
+	<-c.stopped
+	return c.Conn.Close()
+}
