@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/lb-project/lb/dataplane/h1wire"
 	"github.com/lb-project/lb/dataplane/sockio"
 )
 
@@ -61,6 +63,9 @@ type H1Conn struct {
 	// sock reads and writes the socket directly; nil when the
 	// connection is not a socket.
 	sock *sockio.Conn
+
+	// head is the last response head read (see readResponse).
+	head h1wire.Response
 }
 
 // WriteOnRead arranges for b to be written by the next read from the
@@ -375,8 +380,14 @@ func (f *H1Pool) exchange(c *H1Conn, r *http.Request, addr string) (resp *http.R
 			var ne net.Error
 			return nil, !(errors.As(err, &ne) && ne.Timeout()), err
 		}
-		resp, err = http.ReadResponse(c.br, r)
-		if err != nil {
+		var fast bool
+		if resp, fast, err = c.readResponse(r); err != nil {
+			return nil, false, err
+		}
+		if fast {
+			break
+		}
+		if resp, err = http.ReadResponse(c.br, r); err != nil {
 			return nil, false, err
 		}
 		// 1xx informational answers (100 Continue, 103 Early Hints) precede
@@ -389,14 +400,129 @@ func (f *H1Pool) exchange(c *H1Conn, r *http.Request, addr string) (resp *http.R
 	if f.respHeaderTimeout > 0 {
 		_ = c.SetReadDeadline(time.Time{})
 	}
-	resp.Body = &fastBody{rc: resp.Body, c: c, f: f, addr: addr, stop: stop, reusable: !resp.Close}
+	body := &fastBody{rc: resp.Body, c: c, f: f, addr: addr, stop: stop, reusable: !resp.Close}
+	if resp.Body == nil {
+		// Read here: a Content-Length body straight from the buffer.
+		body.rc, body.left = nil, resp.ContentLength
+	}
+	resp.Body = body
 	return resp, false, nil
+}
+
+// readResponse reads the common response head — a final answer whose body
+// is framed by Content-Length — from c.br into an http.Response with a nil
+// Body, consuming the head. For any other head it reports false and
+// consumes nothing: http.ReadResponse reads it then. Reading it here takes
+// one string for the whole head, of which the status, names and values are
+// parts, where http.ReadResponse takes several per field.
+func (c *H1Conn) readResponse(r *http.Request) (*http.Response, bool, error) {
+	var head []byte
+	for {
+		buf, err := c.br.Peek(c.br.Buffered())
+		if i := bytes.Index(buf, crlfCRLF); i >= 0 {
+			head = buf[:i+4]
+			break
+		}
+		if err != nil {
+			return nil, false, err
+		}
+		if len(buf) == c.br.Size() {
+			return nil, false, nil // larger than the buffer
+		}
+		if _, err := c.br.Peek(len(buf) + 1); err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, false, err
+		}
+	}
+	hr := &c.head
+	if err := hr.Parse(head); err != nil {
+		return nil, false, err
+	}
+	if hr.Status < 200 || hr.Chunked || hr.ContentLength < 0 || hr.Close || r.Method == http.MethodHead ||
+		hr.Status == http.StatusNoContent || hr.Status == http.StatusNotModified {
+		// Bodies framed otherwise, and the heads net/http edits (it drops
+		// Connection: close), are read by http.ReadResponse.
+		return nil, false, nil
+	}
+	s := string(head)
+	part := func(b []byte) string {
+		// b is head[i:i+len(b)]; i follows from the capacities.
+		i := cap(head) - cap(b)
+		if i < 0 || i+len(b) > len(head) || len(b) > 0 && &head[i] != &b[0] {
+			return string(b)
+		}
+		return s[i : i+len(b)]
+	}
+	resp := &http.Response{
+		Status:        s[9:bytes.IndexByte(head, '\r')],
+		StatusCode:    hr.Status,
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        make(http.Header, len(hr.Fields)),
+		ContentLength: hr.ContentLength,
+		Close:         hr.Close || r.Close,
+		Request:       r,
+	}
+	if hr.HTTP10 {
+		resp.Proto, resp.ProtoMinor = "HTTP/1.0", 0
+	}
+	values := make([]string, len(hr.Fields))
+	for i, f := range hr.Fields {
+		name := part(f.Name)
+		if !canonical(f.Name) {
+			name = http.CanonicalHeaderKey(name)
+		}
+		values[i] = part(f.Value)
+		if vv, ok := resp.Header[name]; ok {
+			resp.Header[name] = append(vv, values[i])
+		} else {
+			resp.Header[name] = values[i : i+1 : i+1]
+		}
+	}
+	if len(resp.Header["Content-Length"]) > 1 {
+		return nil, false, nil // equal ones, which net/http folds into one
+	}
+	_, _ = c.br.Discard(len(head))
+	return resp, true, nil
+}
+
+// crlfCRLF ends a head.
+var crlfCRLF = []byte("\r\n\r\n")
+
+// canonical reports whether a field name is in net/http's canonical form
+// (Content-Length): upper case after a hyphen and at the start, lower case
+// elsewhere.
+func canonical(name []byte) bool {
+	upper := true
+	for _, b := range name {
+		switch {
+		case 'a' <= b && b <= 'z':
+			if upper {
+				return false
+			}
+		case 'A' <= b && b <= 'Z':
+			if !upper {
+				return false
+			}
+		case b == '-' || '0' <= b && b <= '9':
+		default:
+			return false // CanonicalHeaderKey leaves such names alone; it decides
+		}
+		upper = b == '-'
+	}
+	return true
 }
 
 // fastBody returns its connection to the pool once the body was read to
 // its end, and closes it otherwise.
 type fastBody struct {
+	// rc is the body http.ReadResponse gave; nil when the body is the next
+	// left bytes of c.br.
 	rc       io.ReadCloser
+	left     int64
 	c        *H1Conn
 	f        *H1Pool
 	addr     string
@@ -408,9 +534,36 @@ type fastBody struct {
 
 // Read implements io.Reader, noting when the body has been read to its end.
 func (b *fastBody) Read(p []byte) (int, error) {
+	if b.rc == nil {
+		return b.readLength(p)
+	}
 	n, err := b.rc.Read(p)
 	if err == io.EOF {
 		b.eof = true
+	}
+	return n, err
+}
+
+// readLength reads a body of b.left more bytes from the connection.
+func (b *fastBody) readLength(p []byte) (int, error) {
+	if b.left <= 0 {
+		b.eof = true
+		return 0, io.EOF
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.c.br.Read(p)
+	b.left -= int64(n)
+	if b.left == 0 {
+		b.eof = true
+		if err == nil && n > 0 {
+			return n, nil
+		}
+		return n, io.EOF
+	}
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
 	}
 	return n, err
 }
