@@ -8,6 +8,7 @@ package h1wire
 import (
 	"bytes"
 	"strconv"
+	"strings"
 )
 
 // Head is a parsed and validated HTTP/1.1 request head. Its byte slices
@@ -203,26 +204,37 @@ func CheckField(l []byte) (name, value []byte, reason string) {
 	name = l[:colon]
 	for _, b := range name {
 		if !IsTokenChar(b) {
-			return nil, nil, "invalid header name " + strconv.Quote(string(name))
+			return nil, nil, quoted("invalid header name", name)
 		}
 	}
 	value = bytes.Trim(l[colon+1:], " \t")
 	for _, b := range value {
 		if b < 0x20 && b != '\t' || b == 0x7f {
-			return nil, nil, "invalid character in the value of header " + strconv.Quote(string(name))
+			return nil, nil, quoted("invalid character in the value of header", name)
 		}
 	}
 	return name, value, ""
 }
 
-// IsTokenChar reports whether b may appear in an HTTP token (RFC 9110 5.6.2).
-func IsTokenChar(b byte) bool {
-	switch {
-	case b >= 'a' && b <= 'z', b >= 'A' && b <= 'Z', b >= '0' && b <= '9':
-		return true
-	}
-	return bytes.IndexByte([]byte("!#$%&'*+-.^_`|~"), b) >= 0
+// quoted is what + " " + the quoted bytes, built apart from the parsers so
+// that their stack frames stay small (see malformedValue).
+//
+//go:noinline
+func quoted(what string, b []byte) string {
+	return what + " " + strconv.Quote(string(b))
 }
+
+// IsTokenChar reports whether b may appear in an HTTP token (RFC 9110 5.6.2).
+func IsTokenChar(b byte) bool { return tokenChars[b] }
+
+// tokenChars holds the bytes IsTokenChar accepts.
+var tokenChars = func() (t [256]bool) {
+	for b := range 256 {
+		t[b] = 'a' <= b && b <= 'z' || 'A' <= b && b <= 'Z' || '0' <= b && b <= '9' ||
+			strings.IndexByte("!#$%&'*+-.^_`|~", byte(b)) >= 0
+	}
+	return t
+}()
 
 func isDigits(b []byte) bool {
 	if len(b) == 0 {

@@ -3,7 +3,6 @@ package h1wire
 import (
 	"bytes"
 	"errors"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -39,6 +38,15 @@ var ErrMalformed = errors.New("malformed response head")
 
 func malformed(what string) error {
 	return &detailError{base: ErrMalformed, what: strings.Replace(what, "request head", "response head", 1)}
+}
+
+// malformedValue is malformed(what + " " + the quoted value), built apart
+// from the parsers so that their stack frames stay small: the request path
+// runs them on fresh goroutines, whose stacks are copied when they grow.
+//
+//go:noinline
+func malformedValue(what string, v []byte) error {
+	return malformed(quoted(what, v))
 }
 
 // detailError is base with what went wrong.
@@ -90,7 +98,7 @@ func (r *Response) Parse(head []byte) error {
 		switch {
 		case EqualFold(name, "content-length"):
 			if !isDigits(value) || len(value) > 18 {
-				return malformed("invalid Content-Length " + strconv.Quote(string(value)))
+				return malformedValue("invalid Content-Length", value)
 			}
 			if haveCL && !bytes.Equal(trimZeros(cl), trimZeros(value)) {
 				return malformed("several differing Content-Length fields")
@@ -124,15 +132,16 @@ func (r *Response) Parse(head []byte) error {
 			last = te[i+1:]
 		}
 		if multi || !EqualFold(bytes.TrimSpace(last), "chunked") {
-			return malformed("unsupported Transfer-Encoding " + strconv.Quote(string(te)))
+			return malformedValue("unsupported Transfer-Encoding", te)
 		}
 		r.Chunked = true
 		return nil
 	}
 	if haveCL {
-		n, err := strconv.ParseInt(string(cl), 10, 64)
-		if err != nil {
-			return malformed("invalid Content-Length " + strconv.Quote(string(cl)))
+		// Digits only, at most 18 of them (checked above): no overflow.
+		var n int64
+		for _, d := range cl {
+			n = n*10 + int64(d-'0')
 		}
 		r.ContentLength = n
 	}

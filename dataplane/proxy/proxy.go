@@ -107,7 +107,11 @@ func NewTransport() *http.Transport {
 
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	o := outcome{start: time.Now(), host: r.Host, method: r.Method, client: r.RemoteAddr, path: r.URL.Path, proto: r.Proto}
+	// Field by field: a composite literal would take a second copy in
+	// this frame, which is live for the whole request.
+	var o outcome
+	o.start = time.Now()
+	o.host, o.method, o.client, o.path, o.proto = r.Host, r.Method, r.RemoteAddr, r.URL.Path, r.Proto
 	defer h.finish(&o)
 	h.serve(w, r, &o)
 }
@@ -171,9 +175,7 @@ func (h *Handler) finish(o *outcome) {
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request, o *outcome) {
 	o.backend = -1
 	if reason, ok := h1guard.Rejected(r); ok {
-		h.log.Info("request refused", "client", r.RemoteAddr, "reason", reason)
-		w.Header()["Connection"] = connectionClose
-		h.fail(w, r, o, http.StatusBadRequest, grpcUnavailable, "bad request: "+reason)
+		h.refuse(w, r, o, reason)
 		return
 	}
 	upgrade := upgradeType(r)
@@ -194,16 +196,45 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, o *outcome) {
 	}
 	o.pool = pool
 	resp, idx, err := h.roundTrip(r, pool, upgrade, o)
+	o.backend = idx
 	if err != nil {
-		if errors.Is(err, errNoBackend) {
-			h.fail(w, r, o, http.StatusServiceUnavailable, grpcUnavailable, "no backend: pool "+pool.Name+" has no backends")
-			return
-		}
-		o.backend = idx
-		h.upstreamError(w, r, o, pool.Name, pool.Backends[idx].Address, err)
+		h.roundTripFailed(w, r, o, err)
 		return
 	}
-	o.backend = idx
+	h.relay(w, r, o, resp, upgrade)
+}
+
+// refuse answers a request h1guard refused.
+//
+//go:noinline
+func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, o *outcome, reason string) {
+	h.log.Info("request refused", "client", r.RemoteAddr, "reason", reason)
+	w.Header()["Connection"] = connectionClose
+	h.fail(w, r, o, http.StatusBadRequest, grpcUnavailable, "bad request: "+reason)
+}
+
+// roundTripFailed answers a request no backend answered.
+//
+// It and relay are apart from serve so that serve's stack frame, which is
+// live during the exchange with the backend, stays small: HTTP/2 runs each
+// request on a new goroutine, whose stack is copied when it outgrows its
+// start.
+//
+//go:noinline
+func (h *Handler) roundTripFailed(w http.ResponseWriter, r *http.Request, o *outcome, err error) {
+	if errors.Is(err, errNoBackend) {
+		o.backend = -1
+		h.fail(w, r, o, http.StatusServiceUnavailable, grpcUnavailable, "no backend: pool "+o.pool.Name+" has no backends")
+		return
+	}
+	h.upstreamError(w, r, o, o.pool.Name, o.pool.Backends[o.backend].Address, err)
+}
+
+// relay sends the backend's response to the client.
+//
+//go:noinline
+func (h *Handler) relay(w http.ResponseWriter, r *http.Request, o *outcome, resp *http.Response, upgrade string) {
+	pool, idx := o.pool, o.backend
 	o.upstreamStatus = resp.StatusCode
 	st := pool.States[idx]
 	defer st.End()
