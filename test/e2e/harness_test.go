@@ -300,8 +300,9 @@ func versionOf(t *testing.T, jsonOut string) uint64 {
 	return uint64(n)
 }
 
-// backend is an in-process HTTP backend that answers with its name and
-// counts requests and connections.
+// backend is an in-process HTTP backend that answers with its name (at
+// /forwarded-proto: with the X-Forwarded-Proto it was sent) and counts
+// requests and connections.
 type backend struct {
 	name     string
 	addr     string
@@ -323,6 +324,10 @@ func startBackend(t *testing.T, name string) *backend {
 			b.requests.Add(1)
 			_, _ = io.Copy(io.Discard, r.Body)
 			w.Header().Set("X-Backend", name)
+			if r.URL.Path == "/forwarded-proto" {
+				fmt.Fprint(w, r.Header.Get("X-Forwarded-Proto"))
+				return
+			}
 			fmt.Fprintf(w, "%s", name)
 		}),
 		ConnState: func(_ net.Conn, s http.ConnState) {

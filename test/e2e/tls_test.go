@@ -189,6 +189,23 @@ func TestTLSSNIAndALPN(t *testing.T) {
 			t.Fatalf("want 200 over h2c from the backend; %v", r)
 		}
 	})
+	t.Run("X-Forwarded-Proto names the client's scheme", func(t *testing.T) {
+		// HTTP/2 connections reach the handler through the TLS mux's
+		// write-gathering wrapper, which must still say TLS.
+		for _, v := range []string{"--http1.1", "--http2"} {
+			r := curlOK(t, "--cacert", d.caFile, "--resolve", "a.test:"+d.tlsPort+":127.0.0.1", v,
+				"https://a.test:"+d.tlsPort+"/forwarded-proto")
+			if r.code != 200 || r.body != "https" {
+				t.Fatalf("TLS %s: backend saw X-Forwarded-Proto %q, want https; %v", v, r.body, r)
+			}
+		}
+		for _, v := range []string{"--http1.1", "--http2-prior-knowledge"} {
+			r := curlOK(t, v, "http://127.0.0.1:"+d.plainPort+"/forwarded-proto")
+			if r.code != 200 || r.body != "http" {
+				t.Fatalf("plain %s: backend saw X-Forwarded-Proto %q, want http; %v", v, r.body, r)
+			}
+		}
+	})
 	t.Run("plain listener HTTP/1.1", func(t *testing.T) {
 		r := curlOK(t, "--http1.1", "http://127.0.0.1:"+d.plainPort+"/")
 		if r.code != 200 || r.httpVersion != "1.1" || r.body != d.be.name {
