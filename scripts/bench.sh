@@ -729,11 +729,12 @@ loadgen() {
 			echo "- - - - -"
 			return
 		fi
-		# Calls still in flight when ghz stops end in "transport is closing" or
-		# "context canceled": not errors of the proxy.
+		# Calls still in flight when ghz stops end in "transport is closing",
+		# "context canceled" or "the client connection is closing" (ghz closing
+		# its own connections): not errors of the proxy.
 		jq -r '[.rps, .count,
 			([.count - (.statusCodeDistribution.OK // 0)
-				- ((.errorDistribution // {}) | to_entries | map(select(.key | test("transport is closing|context canceled"))) | map(.value) | add // 0), 0] | max),
+				- ((.errorDistribution // {}) | to_entries | map(select(.key | test("transport is closing|context canceled|the client connection is closing"))) | map(.value) | add // 0), 0] | max),
 			((.latencyDistribution // []) | map(select(.percentage == 50))[0].latency // null | if . then . / 1000 else "-" end),
 			((.latencyDistribution // []) | map(select(.percentage == 99))[0].latency // null | if . then . / 1000 else "-" end)]
 			| map(tostring) | join(" ")' "$out"
