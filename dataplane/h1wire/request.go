@@ -273,22 +273,59 @@ func EqualFold(b []byte, s string) bool {
 	return true
 }
 
-// HasToken reports whether the comma-separated value holds token (lower
-// case), ignoring case and ";" parameters.
-func HasToken(value []byte, token string) bool {
-	for len(value) > 0 {
-		var f []byte
-		if i := bytes.IndexByte(value, ','); i >= 0 {
-			f, value = value[:i], value[i+1:]
-		} else {
-			f, value = value, nil
+// Text is a header value or name as bytes or as a string.
+type Text interface{ ~string | ~[]byte }
+
+// HasToken reports whether the comma-separated value holds token, ignoring
+// ASCII case, spaces around elements and ";" parameters. value and token
+// may each be bytes or a string; it allocates nothing. An empty token is
+// never held.
+func HasToken[V, T Text](value V, token T) bool {
+	if len(token) == 0 {
+		return false
+	}
+	for start := 0; start <= len(value); {
+		end := start
+		for end < len(value) && value[end] != ',' {
+			end++
 		}
-		if i := bytes.IndexByte(f, ';'); i >= 0 {
-			f = f[:i]
+		// The element is value[start:end]; its parameters end it early.
+		e := start
+		for e < end && value[e] != ';' {
+			e++
 		}
-		if EqualFold(bytes.TrimSpace(f), token) {
+		if foldEqualTrimmed(value, start, e, token) {
 			return true
 		}
+		start = end + 1
 	}
 	return false
+}
+
+// foldEqualTrimmed reports whether value[from:to], without the spaces and
+// tabs around it, equals token ignoring ASCII case.
+func foldEqualTrimmed[V, T Text](value V, from, to int, token T) bool {
+	for from < to && (value[from] == ' ' || value[from] == '\t') {
+		from++
+	}
+	for to > from && (value[to-1] == ' ' || value[to-1] == '\t') {
+		to--
+	}
+	if to-from != len(token) {
+		return false
+	}
+	for i := 0; i < len(token); i++ {
+		if lower(value[from+i]) != lower(token[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// lower is the ASCII lower case of c.
+func lower(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
 }

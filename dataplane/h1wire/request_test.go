@@ -534,11 +534,27 @@ func TestHasToken(t *testing.T) {
 		{"keep-alive", "close", false},
 		{"x;close", "close", false},
 		{"\"close\"", "close", false},
+		// Mixed-case tokens: field names listed in Connection.
+		{"keep-alive, X-Secret", "x-secret", true},
+		{"keep-alive, x-secret", "X-Secret", true},
+		{"X-SECRET", "x-Secret", true},
+		{"X-Secrets", "X-Secret", false},
+		{"close", "", false},
+		{"a, ,b", "", false},
 	}
 	for _, tt := range tests {
 		t.Run(fmt.Sprintf("%q in %q", tt.token, tt.value), func(t *testing.T) {
-			if got := h1wire.HasToken([]byte(tt.value), tt.token); got != tt.want {
-				t.Errorf("HasToken(%q, %q) = %v; want %v", tt.value, tt.token, got, tt.want)
+			// Every combination of bytes and strings answers the same.
+			got := [4]bool{
+				h1wire.HasToken([]byte(tt.value), tt.token),
+				h1wire.HasToken(tt.value, tt.token),
+				h1wire.HasToken([]byte(tt.value), []byte(tt.token)),
+				h1wire.HasToken(tt.value, []byte(tt.token)),
+			}
+			for i, g := range got {
+				if g != tt.want {
+					t.Errorf("HasToken(%q, %q) = %v (argument types %d); want %v", tt.value, tt.token, g, i, tt.want)
+				}
 			}
 		})
 	}

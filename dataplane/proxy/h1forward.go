@@ -275,24 +275,7 @@ func isHopByHop(name []byte) bool {
 // the field name (which makes it hop-by-hop).
 func namedByConnection(fields []h1wire.Field, name []byte) bool {
 	for i := range fields {
-		if h1wire.EqualFold(fields[i].Name, "connection") && hasTokenBytes(fields[i].Value, name) {
-			return true
-		}
-	}
-	return false
-}
-
-// hasTokenBytes reports whether a comma-separated value holds token,
-// ignoring case.
-func hasTokenBytes(value, token []byte) bool {
-	for len(value) > 0 {
-		var f []byte
-		if i := bytes.IndexByte(value, ','); i >= 0 {
-			f, value = value[:i], value[i+1:]
-		} else {
-			f, value = value, nil
-		}
-		if bytes.EqualFold(bytes.TrimSpace(f), token) {
+		if h1wire.EqualFold(fields[i].Name, "connection") && h1wire.HasToken(fields[i].Value, name) {
 			return true
 		}
 	}

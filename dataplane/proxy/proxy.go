@@ -27,6 +27,7 @@ import (
 
 	"github.com/lb-project/lb/dataplane/accesslog"
 	"github.com/lb-project/lb/dataplane/h1guard"
+	"github.com/lb-project/lb/dataplane/h1wire"
 	"github.com/lb-project/lb/dataplane/routing"
 	"github.com/lb-project/lb/dataplane/stats"
 	"github.com/lb-project/lb/dataplane/upstream"
@@ -410,13 +411,8 @@ var teTrailersValue = []string{"trailers"}
 // (ignoring case and ";" parameters).
 func hasToken(values []string, token string) bool {
 	for _, v := range values {
-		for _, f := range strings.Split(v, ",") {
-			if i := strings.IndexByte(f, ';'); i >= 0 {
-				f = f[:i]
-			}
-			if strings.EqualFold(strings.TrimSpace(f), token) {
-				return true
-			}
+		if h1wire.HasToken(v, token) {
+			return true
 		}
 	}
 	return false
