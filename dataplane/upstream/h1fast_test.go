@@ -539,6 +539,9 @@ func TestFastH1ClientCancel(t *testing.T) {
 		{name: "waiting for the head", head: false},
 		{name: "reading the body", head: true},
 	}
+	// The exchange watches the client only once it has waited this long
+	// (or has a body to read); the cancel must still end it within 1 s.
+	defer upstream.SetClientCheckAfter(50 * time.Millisecond)()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			holding := make(chan struct{})
@@ -979,4 +982,74 @@ func (c *rawConn) serveKeepAlive() {
 // okResponse is a keep-alive 200 with body, naming connection n.
 func okResponse(n int, body string) string {
 	return fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\nX-Conn: %d\r\n\r\n%s", len(body), n, body)
+}
+
+// TestFastH1SlowBackend: an exchange starts watching the client only after
+// clientCheckAfter (shortened here); a backend slower than that is still
+// answered in full on the same connection, whether its head comes late or
+// in two parts with a pause between, and a client that leaves after the
+// watch started ends the wait at once.
+func TestFastH1SlowBackend(t *testing.T) {
+	defer upstream.SetClientCheckAfter(30 * time.Millisecond)()
+	const pause = 150 * time.Millisecond
+	tests := []struct {
+		name   string
+		answer func(c *rawConn)
+		cancel bool // the client leaves while the backend pauses
+	}{
+		{name: "late head", answer: func(c *rawConn) {
+			time.Sleep(pause)
+			c.write(okResponse(c.n, "late"))
+		}},
+		{name: "head in two parts", answer: func(c *rawConn) {
+			c.write("HTTP/1.1 200 OK\r\nContent-")
+			time.Sleep(pause)
+			c.write("Length: 4\r\nX-Conn: 1\r\n\r\nlate")
+		}},
+		{name: "client leaves during the pause", cancel: true, answer: func(c *rawConn) {
+			time.Sleep(pause)
+			c.write(okResponse(c.n, "late"))
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := newRawBackend(t, func(c *rawConn) {
+				for i := 0; ; i++ {
+					if _, _, ok := c.next(); !ok {
+						return
+					}
+					if c.n == 1 && i == 0 {
+						tt.answer(c)
+						continue
+					}
+					c.write(okResponse(c.n, "next"))
+				}
+			})
+			cache := newCache(t)
+			tr := transport(t, cache, upstream.Settings{})
+			ctx, cancel := context.WithCancel(testContext(t))
+			defer cancel()
+			if tt.cancel {
+				time.AfterFunc(pause/2, cancel)
+			}
+			start := time.Now()
+			a, err := fetch(tr, proxyRequest(t, ctx, http.MethodGet, b.addr, "/slow", nil))
+			if tt.cancel {
+				if err == nil {
+					t.Fatalf("got %d %q after the client left, want an error", a.status, a.body)
+				}
+				if d := time.Since(start); d >= pause {
+					t.Errorf("returned %v after the start, want before the backend answered (%v)", d, pause)
+				}
+				return
+			}
+			if err != nil || a.status != http.StatusOK || a.body != "late" {
+				t.Fatalf("got %d %q, %v; want 200 %q", a.status, a.body, err, "late")
+			}
+			next, err := fetch(tr, proxyRequest(t, testContext(t), http.MethodGet, b.addr, "/next", nil))
+			if err != nil || next.header.Get("X-Conn") != "1" || next.body != "next" {
+				t.Fatalf("next request: connection %s, %q, %v; want connection 1 reused", next.header.Get("X-Conn"), next.body, err)
+			}
+		})
+	}
 }
