@@ -33,8 +33,9 @@ var ErrClosed = errors.New("coalesce: connection closed")
 // Conn is a net.Conn whose writes are gathered and written by its own
 // goroutine. Write returns once its bytes are buffered; an error writing
 // them is returned by the next Write and closes the connection. Close
-// writes what is still buffered first. Reads go straight to the
-// underlying connection.
+// leaves the writer to write what is still buffered. Reads go straight to
+// the underlying connection. A write deadline set on Conn applies to the
+// writer's next system call, not to Write.
 type Conn struct {
 	net.Conn
 
@@ -42,8 +43,6 @@ type Conn struct {
 	// after which the writer writes what is left and returns.
 	wake chan struct{}
 	done chan struct{}
-	// stopped is closed when the writer goroutine has returned.
-	stopped chan struct{}
 
 	mu sync.Mutex
 	// drained is signalled when the writer took the pending bytes or failed.
@@ -56,7 +55,7 @@ type Conn struct {
 
 // New wraps c and starts its writer goroutine, which stops at Close.
 func New(c net.Conn) *Conn {
-	cc := &Conn{Conn: c, wake: make(chan struct{}, 1), done: make(chan struct{}), stopped: make(chan struct{})}
+	cc := &Conn{Conn: c, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	cc.drained.L = &cc.mu
 	go cc.writeLoop()
 	return cc
@@ -86,7 +85,6 @@ func (c *Conn) Write(p []byte) (int, error) {
 // writeLoop writes what has gathered each time it is woken, after letting
 // every goroutine that is ready to run add its bytes first.
 func (c *Conn) writeLoop() {
-	defer close(c.stopped)
 	for {
 		last := false
 		select {
@@ -115,21 +113,21 @@ func (c *Conn) writeLoop() {
 		}
 		c.drained.Broadcast()
 		c.mu.Unlock()
-		if err != nil && !last {
-			// The stream of bytes is broken: nothing after this can be
-			// written in order. Readers learn it from the closed socket.
+		if err != nil || last {
+			// Closed, or the stream of bytes is broken: nothing after
+			// this can be written in order. Readers learn it from the
+			// closed socket.
 			_ = c.Conn.Close()
-			return
-		}
-		if last {
 			return
 		}
 	}
 }
 
-// Close writes what is still buffered (waiting at most closeLinger for the
-// peer to take it), stops the writer goroutine and closes the connection.
-// It is safe to call more than once.
+// Close stops taking writes and returns at once; the writer goroutine
+// then writes what is still buffered (waiting at most closeLinger for the
+// peer to take it) and closes the connection. Reads waiting on the
+// connection end at once. A second Close closes the connection without
+// waiting for the writer.
 func (c *Conn) Close() error {
 	c.mu.Lock()
 	first := !c.closing
@@ -139,10 +137,12 @@ func (c *Conn) Close() error {
 	}
 	c.drained.Broadcast()
 	c.mu.Unlock()
-	if first {
-		_ = c.Conn.SetWriteDeadline(time.Now().Add(closeLinger))
-		close(c.done)
+	if !first {
+		return c.Conn.Close()
 	}
-	<-c.stopped
-	return c.Conn.Close()
+	now := time.Now()
+	_ = c.Conn.SetWriteDeadline(now.Add(closeLinger))
+	_ = c.Conn.SetReadDeadline(now)
+	close(c.done)
+	return nil
 }

@@ -316,7 +316,7 @@ func (c *h1conn) handOver() {
 		pc.Conn = coalesce.New(c.nc)
 	}
 	if c.s.draining.Load() || !c.s.cfg.Fallback(pc) {
-		c.nc.Close()
+		pc.Close() // through the write gatherer, if any, which stops then
 	}
 }
 

@@ -401,8 +401,10 @@ func (f *H1Pool) exchange(c *H1Conn, r *http.Request, addr string) (resp *http.R
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("client gone: %w", err)
 		}
-		stop = watchClient(ctx, c)
+		// The deadline first: a watch that fires at once must not have
+		// its past deadline overwritten.
 		_ = c.SetReadDeadline(headDeadline)
+		stop = watchClient(ctx, c)
 		return nil
 	}
 	for {
@@ -447,6 +449,11 @@ func (f *H1Pool) exchange(c *H1Conn, r *http.Request, addr string) (resp *http.R
 	}
 	if !deadline.IsZero() {
 		_ = c.SetReadDeadline(time.Time{})
+		if stop != nil && ctx.Err() != nil {
+			// The watch may have fired before the clear: the body
+			// reads would not be cut short.
+			return nil, false, fmt.Errorf("client gone: %w", ctx.Err())
+		}
 	}
 	body := &fastBody{rc: resp.Body, c: c, f: f, addr: addr, stop: stop, reusable: !resp.Close}
 	if resp.Body == nil {
@@ -479,7 +486,14 @@ func (c *H1Conn) readResponse(r *http.Request) (*http.Response, bool, error) {
 	var head []byte
 	for {
 		buf, err := c.br.Peek(c.br.Buffered())
-		if i := bytes.Index(buf, crlfCRLF); i >= 0 {
+		i := bytes.Index(buf, crlfCRLF)
+		if j := bytes.Index(buf, lfLF); j >= 0 && (i < 0 || j < i) {
+			return nil, false, nil // ends in bare LFs: http.ReadResponse's
+		}
+		if j := bytes.Index(buf, lfCRLF); j >= 0 && (i < 0 || j < i+1) {
+			return nil, false, nil
+		}
+		if i >= 0 {
 			head = buf[:i+4]
 			break
 		}
@@ -497,8 +511,10 @@ func (c *H1Conn) readResponse(r *http.Request) (*http.Response, bool, error) {
 		}
 	}
 	hr := &c.head
-	if err := hr.Parse(head); err != nil {
-		return nil, false, err
+	if hr.Parse(head) != nil {
+		// What h1wire refuses (obsolete folding, say) is for
+		// http.ReadResponse to judge, as before this path existed.
+		return nil, false, nil
 	}
 	if hr.Status < 200 || hr.Chunked || hr.ContentLength < 0 || hr.Close || r.Method == http.MethodHead ||
 		hr.Status == http.StatusNoContent || hr.Status == http.StatusNotModified {
@@ -549,8 +565,13 @@ func (c *H1Conn) readResponse(r *http.Request) (*http.Response, bool, error) {
 	return resp, true, nil
 }
 
-// crlfCRLF ends a head.
-var crlfCRLF = []byte("\r\n\r\n")
+// crlfCRLF ends a head; lfLF and lfCRLF end one whose lines end in bare
+// LFs.
+var (
+	crlfCRLF = []byte("\r\n\r\n")
+	lfLF     = []byte("\n\n")
+	lfCRLF   = []byte("\n\r\n")
+)
 
 // canonical reports whether a field name is in net/http's canonical form
 // (Content-Length): upper case after a hyphen and at the start, lower case

@@ -36,6 +36,9 @@ func TestResponseHeadsMatchReadResponse(t *testing.T) {
 		{"head split across reads", []string{"HTTP/1.1 200 OK\r\nContent-Le", "ngth: 6\r\nX-A: 1\r", "\n\r\n", "split!"}},
 		{"body split across reads", []string{"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n01234", "56789"}},
 		{"head larger than the buffer", []string{"HTTP/1.1 200 OK\r\n" + big + "Content-Length: 3\r\n\r\nbig"}},
+		{"bare LF line ends", []string{"HTTP/1.1 200 OK\nContent-Length: 2\nX-A: 1\n\nhi"}},
+		{"bare LF, then CRLF", []string{"HTTP/1.1 200 OK\r\nContent-Length: 2\n\r\nhi"}},
+		{"obsolete line folding", []string{"HTTP/1.1 200 OK\r\nX-Folded: a\r\n b\r\nContent-Length: 2\r\n\r\nhi"}},
 		{"chunked", []string{"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"}},
 		{"informational first", []string{"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n", "HTTP/1.1 201 Created\r\nLocation: /x\r\nContent-Length: 1\r\n\r\nx"}},
 	}

@@ -239,8 +239,8 @@ func (d *DialStats) dialer(nd *net.Dialer) dialFunc {
 }
 
 // coalescing wraps dial's connections so that the frames many streams
-// write to one HTTP/2 connection go out in as few system calls as they can
-// (see package coalesce).
+// write to one cleartext HTTP/2 (h2c) connection go out in as few system
+// calls as they can (see package coalesce).
 func coalescing(dial dialFunc) dialFunc {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, err := dial(ctx, network, addr)
@@ -332,7 +332,13 @@ func (c *Cache) build(s Settings) (*Transport, error) {
 			idleTimeout: opts.IdleConnTimeout, respHeaderTimeout: opts.ResponseHeaderTimeout}
 	}
 	if s.Protocol != HTTP1 {
-		t.h2 = newHTTPTransport(opts, tlsCfg, true, coalescing(dial))
+		h2dial := dial
+		if tlsCfg == nil {
+			// Over TLS the gatherer would sit under crypto/tls, whose
+			// write deadlines (close_notify's) it cannot honour per write.
+			h2dial = coalescing(dial)
+		}
+		t.h2 = newHTTPTransport(opts, tlsCfg, true, h2dial)
 	}
 	return t, nil
 }
