@@ -364,6 +364,16 @@ func appendUpstreamHead(b []byte, rq *h1wire.Head, pool *routing.Pool, host []by
 	return b
 }
 
+// bareLFEnd and bareLFCRLFEnd end a head with bare-LF line ends, which
+// h1wire refuses.
+var (
+	bareLFEnd     = []byte("\n\n")
+	bareLFCRLFEnd = []byte("\n\r\n")
+)
+
+// errBareLFHead refuses such a head.
+var errBareLFHead = fmt.Errorf("%w: lines ending in a bare LF", h1wire.ErrMalformed)
+
 // errUnexpected101 says a backend switched protocols unasked.
 var errUnexpected101 = errors.New("backend answered 101 Switching Protocols to a request without an upgrade")
 
@@ -445,6 +455,11 @@ func (x *h1exchange) readResponseHead(br *bufio.Reader) ([]byte, error) {
 		buf, err := br.Peek(max(br.Buffered(), 1))
 		if i := bytes.Index(buf[max(scanned-3, 0):], headEnd); i >= 0 {
 			return buf[:max(scanned-3, 0)+i+4], nil
+		}
+		if bytes.Contains(buf, bareLFEnd) || bytes.Contains(buf, bareLFCRLFEnd) {
+			// A head whose lines end in bare LFs never ends in CRLF CRLF:
+			// refuse it now rather than wait for the header timeout.
+			return nil, errBareLFHead
 		}
 		if err != nil {
 			if len(buf) > 0 && errors.Is(err, io.EOF) {

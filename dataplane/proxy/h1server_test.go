@@ -877,6 +877,25 @@ func TestH1ServerResponseHeads(t *testing.T) {
 			}
 			e.wantFallbacks(t, 0)
 		})
+		t.Run("bare LF line ends", func(t *testing.T) {
+			// net/http reads such a head; H1Server refuses it (h1wire's
+			// rule for backends) at once rather than at the header timeout.
+			e := newProxyEnv(t, kind)
+			e.store(t, poolOf("web", nil, "", rawBackend(t, answerEach("HTTP/1.1 200 OK\nContent-Length: 2\n\nhi"))))
+			p := dialProxy(t, e)
+			start := time.Now()
+			resp, body := p.get("/")
+			want := http.StatusOK
+			if kind == h1Server {
+				want = http.StatusBadGateway
+			}
+			if resp.StatusCode != want || want == http.StatusOK && string(body) != "hi" {
+				t.Errorf("status %d body %q; want %d", resp.StatusCode, body, want)
+			}
+			if d := time.Since(start); d > 5*time.Second {
+				t.Errorf("answered after %v; want at once", d)
+			}
+		})
 		t.Run("in pieces", func(t *testing.T) {
 			const resp = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-A: 1\r\nContent-Length: 5\r\n\r\nhello"
 			e := newProxyEnv(t, kind)
