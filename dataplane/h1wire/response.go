@@ -173,6 +173,31 @@ func (r *Response) statusLine(l []byte) error {
 	return nil
 }
 
+// HeadEnd returns the length of the head at the start of b, through its
+// CRLF CRLF; -1 when b holds no complete head. bareLF says b holds the end
+// of a head whose lines end in bare LFs (LF LF, or LF CRLF) before any
+// CRLF CRLF: such a head never ends the way HeadEnd looks for.
+func HeadEnd(b []byte) (n int, bareLF bool) {
+	i := bytes.Index(b, crlfCRLF)
+	before := b
+	if i >= 0 {
+		before = b[:i+3] // "\n\r\n" may start at i+1, inside the CRLF CRLF
+	}
+	if bytes.Contains(before, lfLF) || bytes.Contains(before, lfCRLF) {
+		return -1, true
+	}
+	if i < 0 {
+		return -1, false
+	}
+	return i + 4, false
+}
+
+var (
+	crlfCRLF = []byte("\r\n\r\n")
+	lfLF     = []byte("\n\n")
+	lfCRLF   = []byte("\n\r\n")
+)
+
 // BodyLess reports whether a response with this status to a request with
 // this method has no body whatever its head says: HEAD, 1xx, 204, 304.
 func BodyLess(method []byte, status int) bool {

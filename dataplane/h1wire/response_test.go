@@ -538,3 +538,25 @@ func TestHTTP10ChunkedResponseRefused(t *testing.T) {
 		t.Errorf("Parse(%q) = %v; want %q", head, err, want)
 	}
 }
+
+func TestHeadEnd(t *testing.T) {
+	tests := []struct {
+		in     string
+		n      int
+		bareLF bool
+	}{
+		{"HTTP/1.1 200 OK\r\nA: 1\r\n\r\nbody", 25, false},
+		{"HTTP/1.1 200 OK\r\nA: 1\r\n\r\n", 25, false},
+		{"HTTP/1.1 200 OK\r\nA: 1\r\n", -1, false},
+		{"HTTP/1.1 200 OK\nA: 1\n\nbody", -1, true},
+		{"HTTP/1.1 200 OK\r\nA: 1\n\r\nbody", -1, true},
+		{"HTTP/1.1 200 OK\r\nA: 1\r\n\r\nbody\n\n", 25, false},
+		{"", -1, false},
+	}
+	for _, tt := range tests {
+		n, bare := h1wire.HeadEnd([]byte(tt.in))
+		if n != tt.n || bare != tt.bareLF {
+			t.Errorf("HeadEnd(%q) = %d, %v; want %d, %v", tt.in, n, bare, tt.n, tt.bareLF)
+		}
+	}
+}

@@ -364,14 +364,7 @@ func appendUpstreamHead(b []byte, rq *h1wire.Head, pool *routing.Pool, host []by
 	return b
 }
 
-// bareLFEnd and bareLFCRLFEnd end a head with bare-LF line ends, which
-// h1wire refuses.
-var (
-	bareLFEnd     = []byte("\n\n")
-	bareLFCRLFEnd = []byte("\n\r\n")
-)
-
-// errBareLFHead refuses such a head.
+// errBareLFHead refuses a head whose lines end in bare LFs.
 var errBareLFHead = fmt.Errorf("%w: lines ending in a bare LF", h1wire.ErrMalformed)
 
 // errUnexpected101 says a backend switched protocols unasked.
@@ -451,15 +444,16 @@ func (x *h1exchange) roundTrip(up *upstream.H1Pool, uc *upstream.H1Conn) (head [
 // consumed from br).
 func (x *h1exchange) readResponseHead(br *bufio.Reader) ([]byte, error) {
 	x.big = x.big[:0]
-	for scanned := 0; ; {
+	for {
 		buf, err := br.Peek(max(br.Buffered(), 1))
-		if i := bytes.Index(buf[max(scanned-3, 0):], headEnd); i >= 0 {
-			return buf[:max(scanned-3, 0)+i+4], nil
-		}
-		if bytes.Contains(buf, bareLFEnd) || bytes.Contains(buf, bareLFCRLFEnd) {
-			// A head whose lines end in bare LFs never ends in CRLF CRLF:
-			// refuse it now rather than wait for the header timeout.
+		n, bareLF := h1wire.HeadEnd(buf)
+		if bareLF {
+			// Such a head never ends in CRLF CRLF: refuse it now rather
+			// than wait for the header timeout.
 			return nil, errBareLFHead
+		}
+		if n >= 0 {
+			return buf[:n], nil
 		}
 		if err != nil {
 			if len(buf) > 0 && errors.Is(err, io.EOF) {
@@ -467,7 +461,6 @@ func (x *h1exchange) readResponseHead(br *bufio.Reader) ([]byte, error) {
 			}
 			return nil, err
 		}
-		scanned = len(buf)
 		if len(buf) == br.Size() {
 			return x.readBigHead(br)
 		}

@@ -486,15 +486,12 @@ func (c *H1Conn) readResponse(r *http.Request) (*http.Response, bool, error) {
 	var head []byte
 	for {
 		buf, err := c.br.Peek(c.br.Buffered())
-		i := bytes.Index(buf, crlfCRLF)
-		if j := bytes.Index(buf, lfLF); j >= 0 && (i < 0 || j < i) {
-			return nil, false, nil // ends in bare LFs: http.ReadResponse's
+		n, bareLF := h1wire.HeadEnd(buf)
+		if bareLF {
+			return nil, false, nil // http.ReadResponse reads such heads
 		}
-		if j := bytes.Index(buf, lfCRLF); j >= 0 && (i < 0 || j < i+1) {
-			return nil, false, nil
-		}
-		if i >= 0 {
-			head = buf[:i+4]
+		if n >= 0 {
+			head = buf[:n]
 			break
 		}
 		if err != nil {
@@ -564,14 +561,6 @@ func (c *H1Conn) readResponse(r *http.Request) (*http.Response, bool, error) {
 	_, _ = c.br.Discard(len(head))
 	return resp, true, nil
 }
-
-// crlfCRLF ends a head; lfLF and lfCRLF end one whose lines end in bare
-// LFs.
-var (
-	crlfCRLF = []byte("\r\n\r\n")
-	lfLF     = []byte("\n\n")
-	lfCRLF   = []byte("\n\r\n")
-)
 
 // canonical reports whether a field name is in net/http's canonical form
 // (Content-Length): upper case after a hyphen and at the start, lower case
