@@ -22,7 +22,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"golang.org/x/net/http2"
 
 	"github.com/lb-project/lb/dataplane/accesslog"
 	"github.com/lb-project/lb/dataplane/admin"
@@ -30,6 +29,7 @@ import (
 	"github.com/lb-project/lb/dataplane/configclient"
 	"github.com/lb-project/lb/dataplane/connchan"
 	"github.com/lb-project/lb/dataplane/h1guard"
+	"github.com/lb-project/lb/dataplane/h2server"
 	"github.com/lb-project/lb/dataplane/handoff"
 	"github.com/lb-project/lb/dataplane/health"
 	"github.com/lb-project/lb/dataplane/metrics"
@@ -320,18 +320,17 @@ func Run(ctx context.Context, cfg Config, reload <-chan struct{}) error {
 		return nil
 	})
 	goRun(func() error { return serve(adminSrv, adminLis, "admin") })
+	var h2srv *h2server.Server
 	if certStore != nil {
 		// The TLS listener negotiates HTTP/2 or HTTP/1.1 by ALPN; tlsMux
 		// completes handshakes so that HTTP/1.1 gets the guard too.
 		tlsProtos := new(http.Protocols)
 		tlsProtos.SetHTTP1(true)
 		tlsSrv := newProxyServer(tlsProtos)
-		h2srv := &http2.Server{IdleTimeout: tlsSrv.IdleTimeout}
-		if err := http2.ConfigureServer(tlsSrv, h2srv); err != nil {
-			return fmt.Errorf("dataplane: configure HTTP/2: %w", err)
-		}
+		h2srv = &h2server.Server{Handler: tlsSrv.Handler, Logger: log.Named("http2"),
+			IdleTimeout: tlsSrv.IdleTimeout, MaxHeaderListSize: uint32(tlsSrv.MaxHeaderBytes)}
 		mux := &tlsMux{ln: tlsLis, tlsConfig: certStore.TLSConfig(), h1: connchan.New(tlsLis.Addr()),
-			h2: h2srv, srv: tlsSrv, conns: &conns, log: log.Named("tls")}
+			h2: h2srv, conns: &conns, log: log.Named("tls")}
 		servers = append(servers, tlsSrv)
 		goRun(func() error { return serve(tlsSrv, mux.h1, "TLS") })
 		goRun(func() error {
@@ -401,6 +400,15 @@ func Run(ctx context.Context, cfg Config, reload <-chan struct{}) error {
 			log.Warn("drain timed out; closed remaining HTTP/1.1 connections", "error", err)
 		}
 	}()
+	if h2srv != nil {
+		drained.Add(1)
+		go func() {
+			defer drained.Done()
+			if err := h2srv.Shutdown(drainCtx); err != nil {
+				log.Warn("drain timed out; closed remaining HTTP/2 connections", "error", err)
+			}
+		}()
+	}
 	for _, srv := range servers {
 		drained.Add(1)
 		go func() {

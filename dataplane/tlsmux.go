@@ -5,16 +5,15 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
-	"net/http"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/net/http2"
 
-	"github.com/lb-project/lb/dataplane/coalesce"
 	"github.com/lb-project/lb/dataplane/connchan"
 	"github.com/lb-project/lb/dataplane/h1guard"
+	"github.com/lb-project/lb/dataplane/h2server"
 	"github.com/lb-project/lb/dataplane/stats"
 )
 
@@ -26,8 +25,7 @@ type tlsMux struct {
 	ln        net.Listener
 	tlsConfig *tls.Config
 	h1        *connchan.Listener
-	h2        *http2.Server
-	srv       *http.Server
+	h2        *h2server.Server
 	conns     *stats.Conns
 	log       hclog.Logger
 
@@ -74,7 +72,8 @@ func (m *tlsMux) handle(ctx context.Context, c net.Conn) {
 	}
 	if tc.ConnectionState().NegotiatedProtocol == http2.NextProtoTLS {
 		counted.SetProto(stats.ProtoHTTP2)
-		m.h2.ServeConn(coalescedTLS{coalesce.New(tc), tc}, &http2.ServeConnOpts{Context: ctx, BaseConfig: m.srv, Handler: m.srv.Handler})
+		state := tc.ConnectionState()
+		m.h2.ServeConn(ctx, tc, &state)
 		return
 	}
 	if !m.h1.Deliver(h1guard.New(tc)) {
@@ -84,16 +83,3 @@ func (m *tlsMux) handle(ctx context.Context, c net.Conn) {
 
 // wait waits for handshakes and HTTP/2 connections to end.
 func (m *tlsMux) wait() { m.wg.Wait() }
-
-// coalescedTLS gathers the HTTP/2 server's writes (see package coalesce):
-// the server flushes whenever its queue of frames is empty, so without it
-// every response would cost a TLS record and a system call of its own.
-// ConnectionState tells the server, and handlers through r.TLS, that the
-// connection is TLS.
-type coalescedTLS struct {
-	*coalesce.Conn
-	tls *tls.Conn
-}
-
-// ConnectionState returns the TLS connection's state.
-func (c coalescedTLS) ConnectionState() tls.ConnectionState { return c.tls.ConnectionState() }
