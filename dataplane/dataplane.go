@@ -306,8 +306,15 @@ func Run(ctx context.Context, cfg Config, reload <-chan struct{}) error {
 	// the first request that server leaves to it (h2c, bodies, upgrades...).
 	plainSrv := servers[0]
 	fallback := connchan.New(proxyLis.Addr())
+	// h2c (HTTP/2 with prior knowledge, gRPC's usual way) goes to our
+	// HTTP/2 server, as HTTP/2 over TLS does.
+	h2cSrv := &h2server.Server{Handler: plainSrv.Handler, Logger: log.Named("h2c"),
+		IdleTimeout: plainSrv.IdleTimeout, MaxHeaderListSize: uint32(plainSrv.MaxHeaderBytes)}
+	h2servers := []*h2server.Server{h2cSrv}
 	h1srv := handler.NewH1Server(proxy.H1Config{
-		Fallback:          func(c net.Conn) bool { return fallback.Deliver(h1guard.New(c)) },
+		Fallback: func(c net.Conn) bool { return fallback.Deliver(h1guard.New(c)) },
+		// Requests outlive runCtx, which ends when the drain begins.
+		H2:                func(c net.Conn) bool { return h2cSrv.Start(context.WithoutCancel(runCtx), c, nil) },
 		IdleTimeout:       plainSrv.IdleTimeout,
 		ReadHeaderTimeout: plainSrv.ReadHeaderTimeout,
 	})
@@ -320,15 +327,15 @@ func Run(ctx context.Context, cfg Config, reload <-chan struct{}) error {
 		return nil
 	})
 	goRun(func() error { return serve(adminSrv, adminLis, "admin") })
-	var h2srv *h2server.Server
 	if certStore != nil {
 		// The TLS listener negotiates HTTP/2 or HTTP/1.1 by ALPN; tlsMux
 		// completes handshakes so that HTTP/1.1 gets the guard too.
 		tlsProtos := new(http.Protocols)
 		tlsProtos.SetHTTP1(true)
 		tlsSrv := newProxyServer(tlsProtos)
-		h2srv = &h2server.Server{Handler: tlsSrv.Handler, Logger: log.Named("http2"),
+		h2srv := &h2server.Server{Handler: tlsSrv.Handler, Logger: log.Named("http2"),
 			IdleTimeout: tlsSrv.IdleTimeout, MaxHeaderListSize: uint32(tlsSrv.MaxHeaderBytes)}
+		h2servers = append(h2servers, h2srv)
 		mux := &tlsMux{ln: tlsLis, tlsConfig: certStore.TLSConfig(), h1: connchan.New(tlsLis.Addr()),
 			h2: h2srv, conns: &conns, log: log.Named("tls")}
 		servers = append(servers, tlsSrv)
@@ -400,11 +407,11 @@ func Run(ctx context.Context, cfg Config, reload <-chan struct{}) error {
 			log.Warn("drain timed out; closed remaining HTTP/1.1 connections", "error", err)
 		}
 	}()
-	if h2srv != nil {
+	for _, srv := range h2servers {
 		drained.Add(1)
 		go func() {
 			defer drained.Done()
-			if err := h2srv.Shutdown(drainCtx); err != nil {
+			if err := srv.Shutdown(drainCtx); err != nil {
 				log.Warn("drain timed out; closed remaining HTTP/2 connections", "error", err)
 			}
 		}()

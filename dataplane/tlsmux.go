@@ -73,7 +73,8 @@ func (m *tlsMux) handle(ctx context.Context, c net.Conn) {
 	if tc.ConnectionState().NegotiatedProtocol == http2.NextProtoTLS {
 		counted.SetProto(stats.ProtoHTTP2)
 		state := tc.ConnectionState()
-		m.h2.ServeConn(ctx, tc, &state)
+		// Requests outlive ctx, which ends when the drain begins.
+		m.h2.ServeConn(context.WithoutCancel(ctx), tc, &state)
 		return
 	}
 	if !m.h1.Deliver(h1guard.New(tc)) {

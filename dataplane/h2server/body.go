@@ -7,6 +7,9 @@ import (
 	"sync"
 )
 
+// keepBodyBuffer is the largest drained body buffer kept for more data.
+const keepBodyBuffer = 32 << 10
+
 // errBodyClosed is returned by a Read after the handler closed the body.
 var errBodyClosed = errors.New("h2server: read on closed request body")
 
@@ -59,6 +62,9 @@ func (b *body) Read(p []byte) (int, error) {
 	b.off += n
 	if b.off == len(b.buf) {
 		b.buf, b.off = b.buf[:0], 0
+		if cap(b.buf) > keepBodyBuffer {
+			b.buf = nil // a burst does not pin its memory to the stream
+		}
 	}
 	b.mu.Unlock()
 	b.st.c.returnCredit(b.st, n)

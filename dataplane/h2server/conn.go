@@ -78,14 +78,21 @@ type conn struct {
 	peerMaxFrame  int   // the client's SETTINGS_MAX_FRAME_SIZE
 	recvUnacked   int64 // body bytes consumed but not yet returned to the client
 	recvWindow    int64 // connection-level credit the client has left
+	ready         bool  // the handshake is done: GOAWAY may be sent
+	drainAsked    bool  // GOAWAY asked for before the handshake was done
 	goingAway     bool  // GOAWAY sent: no new streams
 	lingering     bool  // reading out goAwayGrace before closing
 	closed        bool
 	idleTimer     *time.Timer
 	settingsAcked bool
+
+	// recentResets holds the last streams reset here, whose frames still
+	// in flight are ignored (RFC 9113 section 5.1, "closed").
+	recentResets [32]uint32
+	resetsNext   int
 }
 
-func newConn(s *Server, c net.Conn, state *tls.ConnectionState) *conn {
+func newConn(ctx context.Context, s *Server, c net.Conn, state *tls.ConnectionState) *conn {
 	w := coalesce.New(c)
 	cn := &conn{
 		srv:          s,
@@ -102,6 +109,7 @@ func newConn(s *Server, c net.Conn, state *tls.ConnectionState) *conn {
 		recvWindow:   connWindow,
 	}
 	cn.cond.L = &cn.mu
+	cn.ctx, cn.cancel = context.WithCancel(ctx)
 	cn.fr = http2.NewFramer(w, c)
 	cn.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	cn.fr.MaxHeaderListSize = s.maxHeaderListSize()
@@ -113,8 +121,7 @@ func newConn(s *Server, c net.Conn, state *tls.ConnectionState) *conn {
 
 // serve runs the reading side until the connection ends, then waits for
 // the handlers.
-func (c *conn) serve(parent context.Context) {
-	c.ctx, c.cancel = context.WithCancel(parent)
+func (c *conn) serve() {
 	defer func() {
 		c.closeNow()
 		c.handlers.Wait()
@@ -125,10 +132,15 @@ func (c *conn) serve(parent context.Context) {
 		c.drain()
 		return
 	}
+	c.mu.Lock()
+	c.ready = true
 	if c.srv.IdleTimeout > 0 {
-		c.mu.Lock()
 		c.idleTimer = time.AfterFunc(c.srv.IdleTimeout, c.goAwayLater)
-		c.mu.Unlock()
+	}
+	drain := c.drainAsked
+	c.mu.Unlock()
+	if drain {
+		c.goAwayLater()
 	}
 	for {
 		f, err := c.fr.ReadFrame()
@@ -141,6 +153,13 @@ func (c *conn) serve(parent context.Context) {
 		var se http2.StreamError
 		if errors.As(err, &se) {
 			c.log.Debug("HTTP/2 stream error", "client", c.remoteAddr, "stream", se.StreamID, "code", se.Code, "cause", se.Cause)
+			c.mu.Lock()
+			if se.StreamID > c.maxStreamID && se.StreamID%2 == 1 {
+				// A HEADERS frame the framer refused still opened (and
+				// closed) its stream.
+				c.maxStreamID = se.StreamID
+			}
+			c.mu.Unlock()
 			c.resetStream(se.StreamID, se.Code)
 			continue
 		}
@@ -366,6 +385,7 @@ func (c *conn) resetStream(id uint32, code http2.ErrCode) {
 		}
 		c.resetLocked(st)
 	}
+	c.noteResetLocked(id)
 	if !c.closed {
 		_ = c.fr.WriteRSTStream(id, code)
 	}
@@ -376,6 +396,24 @@ func (c *conn) resetStream(id uint32, code http2.ErrCode) {
 			st.body.closeWithError(errStreamReset)
 		}
 	}
+}
+
+// noteResetLocked remembers that this server reset stream id: frames the
+// client sent before it learnt that are ignored. (Frames on a stream the
+// client reset itself are errors.)
+func (c *conn) noteResetLocked(id uint32) {
+	c.recentResets[c.resetsNext] = id
+	c.resetsNext = (c.resetsNext + 1) % len(c.recentResets)
+}
+
+// resetRecentlyLocked reports whether stream id was reset lately.
+func (c *conn) resetRecentlyLocked(id uint32) bool {
+	for _, r := range c.recentResets {
+		if r == id {
+			return true
+		}
+	}
+	return false
 }
 
 // forgetLocked drops st from the stream table; with no stream left, the
@@ -414,6 +452,10 @@ func (c *conn) goAwayLater() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
+		return
+	}
+	if !c.ready {
+		c.drainAsked = true // sent once our SETTINGS are out
 		return
 	}
 	if !c.goingAway {

@@ -15,17 +15,17 @@ import (
 // held back: each Write becomes DATA frames at once (the coalesce.Conn
 // under the connection gathers them), so Flush only has headers to send.
 // The HEADERS frame waits for the first Write, Flush or the handler's
-// return, so an answer with no body goes out as one frame.
+// return, so an answer with no body goes out as one frame; the stream ends
+// when the handler returns, with trailers if it set any.
 type responseWriter struct {
 	st          *stream
 	header      http.Header
 	status      int
 	wroteHeader bool  // the final status is chosen
 	sentHeader  bool  // the HEADERS frame is out
-	declLen     int64 // the response's Content-Length, or -1
+	declLen     int64 // the Content-Length sent, or -1
 	written     int64
 	noBody      bool // HEAD, 204 or 304
-	trailers    bool // the handler declared trailers
 }
 
 // Header returns the response header map.
@@ -53,19 +53,28 @@ func (w *responseWriter) WriteHeader(code int) {
 	}
 	w.wroteHeader = true
 	w.status = code
-	w.declLen = -1
-	if cl := w.header["Content-Length"]; len(cl) == 1 {
-		if n, err := strconv.ParseUint(cl[0], 10, 63); err == nil {
-			w.declLen = int64(n)
-		}
-	}
-	_, w.trailers = w.header["Trailer"]
 	w.noBody = w.st.req.Method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified
 }
 
+// sendHeader sends the HEADERS frame; the Content-Length it carries is
+// what the body is held to.
+func (w *responseWriter) sendHeader(end bool) error {
+	w.sentHeader = true
+	w.declLen = contentLength(w.header)
+	return w.st.c.writeHeaders(w.st, w.status, w.header, end)
+}
+
+// contentLength returns h's Content-Length, or -1.
+func contentLength(h http.Header) int64 {
+	if cl := h["Content-Length"]; len(cl) == 1 {
+		if n, err := strconv.ParseUint(cl[0], 10, 63); err == nil {
+			return int64(n)
+		}
+	}
+	return -1
+}
+
 // Write sends p as DATA, with the headers first if they are not out yet.
-// With a Content-Length and no trailers, the frame that completes the body
-// ends the stream.
 func (w *responseWriter) Write(p []byte) (int, error) {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
@@ -76,21 +85,19 @@ func (w *responseWriter) Write(p []byte) (int, error) {
 		}
 		return 0, http.ErrBodyNotAllowed
 	}
+	if !w.sentHeader {
+		if err := w.sendHeader(false); err != nil {
+			return 0, err
+		}
+	}
 	if w.declLen >= 0 && w.written+int64(len(p)) > w.declLen {
 		return 0, http.ErrContentLength
 	}
 	if len(p) == 0 {
 		return 0, nil
 	}
-	if !w.sentHeader {
-		w.sentHeader = true
-		if err := w.st.c.writeHeaders(w.st, w.status, w.header, false); err != nil {
-			return 0, err
-		}
-	}
 	w.written += int64(len(p))
-	end := !w.trailers && w.written == w.declLen
-	if err := w.st.c.writeData(w.st, p, end); err != nil {
+	if err := w.st.c.writeData(w.st, p, false); err != nil {
 		return 0, err
 	}
 	return len(p), nil
@@ -107,63 +114,63 @@ func (w *responseWriter) FlushError() error {
 	if w.sentHeader {
 		return nil
 	}
-	w.sentHeader = true
-	return w.st.c.writeHeaders(w.st, w.status, w.header, false)
+	return w.sendHeader(false)
 }
 
 // finish ends the response when the handler returns: headers if not yet
-// out, then trailers or an empty DATA frame with END_STREAM, unless the
-// last DATA frame already ended the stream. A body shorter than its
-// Content-Length is not ended (the stream is reset).
+// out, then trailers or an empty DATA frame with END_STREAM. A body
+// shorter than its Content-Length is not ended (the stream is reset).
 func (w *responseWriter) finish() error {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
-	if !w.noBody && w.declLen >= 0 && w.written < w.declLen {
-		return fmt.Errorf("response body of %d bytes, Content-Length %d", w.written, w.declLen)
+	declLen := w.declLen
+	if !w.sentHeader {
+		declLen = contentLength(w.header)
 	}
-	var trailers http.Header
-	for k, vv := range w.header {
-		if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok {
-			if trailers == nil {
-				trailers = make(http.Header)
-			}
-			trailers[http.CanonicalHeaderKey(name)] = vv
-		}
+	if !w.noBody && declLen >= 0 && w.written < declLen {
+		return fmt.Errorf("response body of %d bytes, Content-Length %d", w.written, declLen)
 	}
-	if w.trailers {
-		for _, v := range w.header["Trailer"] {
-			for _, k := range strings.Split(v, ",") {
-				k = http.CanonicalHeaderKey(strings.TrimSpace(k))
-				if vv, ok := w.header[k]; ok && k != "" {
-					if trailers == nil {
-						trailers = make(http.Header)
-					}
-					trailers[k] = vv
-				}
-			}
-		}
-	}
+	trailers := w.trailers()
 	c := w.st.c
 	if !w.sentHeader {
-		w.sentHeader = true
 		if len(trailers) == 0 {
-			return c.writeHeaders(w.st, w.status, w.header, true)
+			return w.sendHeader(true)
 		}
-		if err := c.writeHeaders(w.st, w.status, w.header, false); err != nil {
+		if err := w.sendHeader(false); err != nil {
 			return err
 		}
-	}
-	c.mu.Lock()
-	ended := w.st.sentEnd
-	c.mu.Unlock()
-	if ended {
-		return nil
 	}
 	if len(trailers) > 0 {
 		return c.writeHeaders(w.st, 0, trailers, true)
 	}
 	return c.writeData(w.st, nil, true)
+}
+
+// trailers collects the trailers the handler set: fields named in the
+// Trailer header, and fields with http.TrailerPrefix.
+func (w *responseWriter) trailers() http.Header {
+	var trailers http.Header
+	add := func(k string, vv []string) {
+		if trailers == nil {
+			trailers = make(http.Header)
+		}
+		trailers[k] = vv
+	}
+	for k, vv := range w.header {
+		if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok {
+			add(http.CanonicalHeaderKey(name), vv)
+		}
+	}
+	for _, v := range w.header["Trailer"] {
+		for _, k := range strings.Split(v, ",") {
+			k = http.CanonicalHeaderKey(strings.TrimSpace(k))
+			if vv, ok := w.header[k]; ok && k != "" {
+				add(k, vv)
+			}
+		}
+	}
+	return trailers
 }
 
 // writeHeaders sends a HEADERS frame (status 0: trailers) for st.

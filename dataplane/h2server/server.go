@@ -80,23 +80,52 @@ type Server struct {
 // carry it in r.TLS. If c reads through a buffer of its own (an h2c
 // connection whose first bytes were read ahead), pass that as c.
 func (s *Server) ServeConn(ctx context.Context, c net.Conn, state *tls.ConnectionState) {
-	cn := newConn(s, c, state)
+	cn, draining := s.register(ctx, c, state)
+	if draining {
+		cn.goAwayLater()
+	}
+	s.run(cn)
+}
+
+// Start serves c as ServeConn does, on a goroutine of its own that
+// Shutdown waits for. Once Shutdown has begun it returns false and leaves
+// c to the caller.
+func (s *Server) Start(ctx context.Context, c net.Conn, state *tls.ConnectionState) bool {
 	s.mu.Lock()
+	draining := s.shuttingDown
+	s.mu.Unlock()
+	if draining {
+		return false
+	}
+	cn, draining := s.register(ctx, c, state)
+	if draining {
+		cn.goAwayLater()
+	}
+	go s.run(cn)
+	return true
+}
+
+// register adds a connection for Shutdown to drain, and reports whether
+// Shutdown has begun.
+func (s *Server) register(ctx context.Context, c net.Conn, state *tls.ConnectionState) (*conn, bool) {
+	cn := newConn(ctx, s, c, state)
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.conns == nil {
 		s.conns = make(map[*conn]struct{})
 	}
 	s.conns[cn] = struct{}{}
-	draining := s.shuttingDown
-	s.mu.Unlock()
+	return cn, s.shuttingDown
+}
+
+// run serves cn until it ends and unregisters it.
+func (s *Server) run(cn *conn) {
 	defer func() {
 		s.mu.Lock()
 		delete(s.conns, cn)
 		s.mu.Unlock()
 	}()
-	if draining {
-		cn.goAwayLater()
-	}
-	cn.serve(ctx)
+	cn.serve()
 }
 
 // Shutdown sends GOAWAY on every connection, lets the streams in flight
@@ -112,7 +141,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	for _, c := range conns {
-		c.goAwayLater()
+		// Not inline: a handler writing to a client that does not read
+		// holds the connection's lock, and only closing releases it.
+		go c.goAwayLater()
 	}
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()

@@ -111,6 +111,14 @@ func TestRoundTrips(t *testing.T) {
 			wantStatus: 200, wantBody: "streamed", wantTrailer: map[string]string{"Grpc-Message": "done"},
 		},
 		{
+			name: "trailers after a body of declared length", handler: func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Length", "4")
+				io.WriteString(w, "body")
+				w.Header().Set(http.TrailerPrefix+"Grpc-Status", "0")
+			},
+			wantStatus: 200, wantBody: "body", wantTrailer: map[string]string{"Grpc-Status": "0"},
+		},
+		{
 			name: "request body and its length", method: http.MethodPost, body: strings.Repeat("b", 1000),
 			handler: func(w http.ResponseWriter, r *http.Request) {
 				n, err := io.Copy(io.Discard, r.Body)
@@ -602,4 +610,118 @@ func TestH2Spec(t *testing.T) {
 		t.Fatalf("h2spec: %v\n%s", err, out)
 	}
 	t.Log(strings.TrimSpace(tail))
+}
+
+// TestFramesCrossingOurReset: a handler answers before the request body
+// ends, so the server resets the stream (NO_ERROR); the client's DATA and
+// trailers already on the way are ignored, not taken for a protocol error
+// that would end every stream on the connection.
+func TestFramesCrossingOurReset(t *testing.T) {
+	ts := serve(t, func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusNotFound)
+	})
+	rc := dialRaw(t, ts.addr)
+	rc.buf.Reset()
+	for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":authority", "x"}, {":path", "/"}} {
+		rc.enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	if err := rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: rc.buf.Bytes(), EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+	f := rc.next(func(f http2.Frame) bool { _, ok := f.(*http2.RSTStreamFrame); return ok }).(*http2.RSTStreamFrame)
+	if f.StreamID != 1 || f.ErrCode != http2.ErrCodeNo {
+		t.Fatalf("got RST_STREAM %d %v, want stream 1 NO_ERROR", f.StreamID, f.ErrCode)
+	}
+	rc.fr.WriteData(1, false, []byte("late data"))
+	rc.buf.Reset()
+	rc.enc.WriteField(hpack.HeaderField{Name: "x-trailer", Value: "1"})
+	rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: rc.buf.Bytes(), EndStream: true, EndHeaders: true})
+	rc.request(3, "/", true)
+	got := rc.next(func(f http2.Frame) bool {
+		switch f.(type) {
+		case *http2.GoAwayFrame, *http2.RSTStreamFrame:
+			return true
+		case *http2.MetaHeadersFrame:
+			return f.Header().StreamID == 3
+		}
+		return false
+	})
+	mh, ok := got.(*http2.MetaHeadersFrame)
+	if !ok || mh.PseudoValue("status") != "404" {
+		t.Fatalf("after frames crossing the reset: got %v, want stream 3's 404", got.Header())
+	}
+}
+
+// TestShutdownWithStuckClient: a client that stops reading while a
+// handler writes must not keep Shutdown past its context.
+func TestShutdownWithStuckClient(t *testing.T) {
+	writing := make(chan struct{})
+	srv := &h2server.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(writing)
+		chunk := bytes.Repeat([]byte("x"), 64<<10)
+		for range 1024 { // 64 MiB: more than any socket buffer
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	})}
+	ts := startServer(t, srv)
+	rc := dialRaw(t, ts.addr, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1})
+	rc.fr.WriteWindowUpdate(0, 1<<31-1-65535)
+	rc.request(1, "/", true)
+	<-writing
+	time.Sleep(200 * time.Millisecond) // let the buffers fill; the client reads nothing
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- srv.Shutdown(ctx) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Shutdown: %v, want the context's deadline", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Shutdown blocked past its context")
+	}
+}
+
+// TestShutdownBeforeHandshake: a connection Shutdown catches before its
+// preface gets SETTINGS, then GOAWAY, and is closed.
+func TestShutdownBeforeHandshake(t *testing.T) {
+	srv := &h2server.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})}
+	ts := startServer(t, srv)
+	nc, err := net.Dial("tcp", ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	time.Sleep(100 * time.Millisecond) // accepted, waiting for the preface
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- srv.Shutdown(ctx) }()
+	time.Sleep(100 * time.Millisecond)
+	nc.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(nc, http2.ClientPreface)
+	fr := http2.NewFramer(nc, nc)
+	fr.WriteSettings()
+	var types []string
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				t.Fatalf("after %v: %v, want the connection closed", types, err)
+			}
+			break
+		}
+		if f.Header().Type != http2.FrameWindowUpdate {
+			types = append(types, f.Header().Type.String())
+		}
+	}
+	if got := strings.Join(types, ","); got != "SETTINGS,SETTINGS,GOAWAY" && got != "SETTINGS,GOAWAY,SETTINGS" {
+		t.Fatalf("frames %s, want our SETTINGS, the ACK of the client's and GOAWAY", got)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
 }

@@ -48,7 +48,11 @@ func (c *conn) processHeaders(f *http2.MetaHeadersFrame) error {
 		return c.processTrailers(st, f)
 	}
 	if id <= c.maxStreamID {
+		reset := c.resetRecentlyLocked(id)
 		c.mu.Unlock()
+		if reset {
+			return nil // trailers that crossed our RST_STREAM
+		}
 		return http2.ConnectionError(http2.ErrCodeProtocol)
 	}
 	c.maxStreamID = id
@@ -81,27 +85,22 @@ func (c *conn) processHeaders(f *http2.MetaHeadersFrame) error {
 		// The header list is over the limit: answer 431 without a handler.
 		err := c.writeHeadersLocked(id, http.StatusRequestHeaderFieldsTooLarge, nil, true)
 		if err == nil && !f.StreamEnded() {
+			c.noteResetLocked(id)
 			err = c.fr.WriteRSTStream(id, http2.ErrCodeNo)
 		}
 		c.mu.Unlock()
 		return err
 	}
-	c.mu.Unlock()
-
+	// The request is built under the lock so that no GOAWAY can fall
+	// between taking the stream's identifier and registering it.
 	st := &stream{c: c, id: id, declLen: -1}
 	req, err := c.newRequest(st, f)
 	if err != nil {
+		c.mu.Unlock()
 		return http2.StreamError{StreamID: id, Code: http2.ErrCodeProtocol, Cause: err}
 	}
 	st.req = req
 	st.rw.st = st
-
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		st.cancel()
-		return nil
-	}
 	st.sendWindow = c.peerInitial
 	st.recvWindow = streamWindow
 	st.recvEnd = f.StreamEnded()
@@ -169,10 +168,12 @@ func (c *conn) processData(f *http2.DataFrame) error {
 	st := c.streams[id]
 	if st == nil || st.recvEnd || st.reset {
 		// Closed for the client's data: still count it against the
-		// connection window, and give that back.
+		// connection window, and give that back. Data that crossed our
+		// RST_STREAM is dropped without another.
+		reset := (st != nil && st.reset) || (st == nil && c.resetRecentlyLocked(id))
 		c.mu.Unlock()
 		c.returnCredit(nil, int(n))
-		if st != nil && st.reset {
+		if reset {
 			return nil
 		}
 		return http2.StreamError{StreamID: id, Code: http2.ErrCodeStreamClosed}
@@ -221,7 +222,7 @@ func (c *conn) streamDoneReading(st *stream) {
 func (st *stream) run() {
 	c := st.c
 	defer c.handlers.Done()
-	ok := st.serve()
+	st.serve()
 	if st.body != nil {
 		_ = st.body.Close()
 	}
@@ -230,18 +231,23 @@ func (st *stream) run() {
 	st.running = false
 	if st.orphan {
 		c.orphans--
+		if c.orphans == 0 {
+			c.refused = 0
+		}
 	}
 	switch {
 	case st.reset || c.closed:
-	case !ok || !st.sentEnd:
+	case !st.sentEnd:
 		// The handler panicked, or its response could not be finished:
 		// the client must not take a short response for a whole one.
 		c.resetLocked(st)
+		c.noteResetLocked(st.id)
 		_ = c.fr.WriteRSTStream(st.id, http2.ErrCodeInternal)
 	case !st.recvEnd:
 		// Answered before the request body ended: ask the client to stop
 		// sending it (RFC 9113 section 8.1).
 		c.resetLocked(st)
+		c.noteResetLocked(st.id)
 		_ = c.fr.WriteRSTStream(st.id, http2.ErrCodeNo)
 	default:
 		c.forgetLocked(st)
@@ -252,12 +258,11 @@ func (st *stream) run() {
 	st.cancel()
 }
 
-// serve runs the handler and finishes the response; false if the handler
-// panicked.
-func (st *stream) serve() (ok bool) {
+// serve runs the handler and finishes the response; a handler that
+// panics leaves it unfinished.
+func (st *stream) serve() {
 	defer func() {
 		if e := recover(); e != nil {
-			ok = false
 			if e != http.ErrAbortHandler {
 				buf := make([]byte, 16<<10)
 				buf = buf[:runtime.Stack(buf, false)]
@@ -267,7 +272,6 @@ func (st *stream) serve() (ok bool) {
 	}()
 	st.c.srv.Handler.ServeHTTP(&st.rw, st.req)
 	_ = st.rw.finish()
-	return true
 }
 
 // newRequest builds the handler's request from a HEADERS frame, checking

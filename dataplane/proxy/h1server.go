@@ -24,6 +24,11 @@ type H1Config struct {
 	// (see H1Server), with its first bytes still to be read; it reports
 	// false when it cannot (it is shutting down). Required.
 	Fallback func(net.Conn) bool
+	// H2, if set, takes over the connections that open with the HTTP/2
+	// preface (h2c with prior knowledge) instead of Fallback, reading the
+	// preface again through the connection it is given; it reports false
+	// when it cannot.
+	H2 func(net.Conn) bool
 	// IdleTimeout closes a keep-alive connection idle this long. Default
 	// 120s.
 	IdleTimeout time.Duration
@@ -311,11 +316,16 @@ func (c *h1conn) handOver() {
 	c.in = c.in[:0]
 	c.release()
 	pc := &prefixConn{Conn: c.nc, prefix: prefix}
+	take := c.s.cfg.Fallback
 	if bytes.HasPrefix(prefix, h2Preface) {
 		pc.h2 = bufio.NewReaderSize(prefixReader{pc}, h2ReadBuffer)
-		pc.Conn = coalesce.New(c.nc)
+		if c.s.cfg.H2 != nil {
+			take = c.s.cfg.H2 // which gathers its writes itself
+		} else {
+			pc.Conn = coalesce.New(c.nc)
+		}
 	}
-	if c.s.draining.Load() || !c.s.cfg.Fallback(pc) {
+	if c.s.draining.Load() || !take(pc) {
 		pc.Close() // through the write gatherer, if any, which stops then
 	}
 }

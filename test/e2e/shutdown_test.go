@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -163,33 +164,44 @@ func TestGracefulShutdown(t *testing.T) {
 
 func opsShutdownRequests(t *testing.T) {
 	const drain = 10 * time.Second
-	e := opsStart(t, "dp-shutdown", "--drain-timeout", drain.String())
+	ca := newTestCA(t, "shutdown e2e CA")
+	certFile, keyFile := ca.issue(t, "shutdown.test", "shutdown.test").writeFiles(t, t.TempDir(), "frontend")
+	tlsAddr := freeAddr(t)
+	e := opsStart(t, "dp-shutdown", "--drain-timeout", drain.String(),
+		"--tls-listen", tlsAddr, "--tls-cert", certFile, "--tls-key", keyFile)
 	arrived := make(chan string, 64)
 	be := opsStartSlowBackend(t, arrived, nil, opsSlowDelay)
 	e.apply(t, "pool", "create", "slow", "--backend", be.addr)
 
-	// 5 HTTP/1.1 requests (5 connections), 5 HTTP/2 requests (one h2c
-	// connection) and one stream on a raw h2c connection.
-	const perProto, size, rawSize = 5, 100000, 1000
+	// 5 HTTP/1.1 requests (5 connections), 5 HTTP/2 requests on one h2c
+	// connection, 5 on one TLS connection, and one stream on a raw h2c
+	// connection.
+	const perProto, kinds, size, rawSize = 5, 3, 100000, 1000
 	type result struct {
 		id    string
 		proto string
 		r     opsResult
 	}
-	results := make(chan result, 2*perProto)
+	results := make(chan result, kinds*perProto)
 	var completed atomic.Int64
 	h1 := newClient()
 	defer h1.CloseIdleConnections()
 	h2c, h2tr := opsH2CClient()
 	defer h2tr.CloseIdleConnections()
+	h2tls := &http2.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.pool(), ServerName: "shutdown.test"}}
+	defer h2tls.CloseIdleConnections()
 	for i := 0; i < perProto; i++ {
 		for _, cl := range []struct {
-			proto string
-			c     *http.Client
-		}{{"HTTP/1.1", h1}, {"HTTP/2.0", h2c}} {
-			id := fmt.Sprintf("%s-%d", cl.proto, i)
+			kind, proto, base string
+			c                 *http.Client
+		}{
+			{"HTTP/1.1", "HTTP/1.1", e.url, h1},
+			{"h2c", "HTTP/2.0", e.url, h2c},
+			{"h2", "HTTP/2.0", "https://" + tlsAddr, &http.Client{Transport: h2tls, Timeout: 20 * time.Second}},
+		} {
+			id := fmt.Sprintf("%s-%d", cl.kind, i)
 			go func() {
-				r := opsDo(cl.c, http.MethodGet, fmt.Sprintf("%s/slow?id=%s&size=%d", e.url, id, size), "", nil)
+				r := opsDo(cl.c, http.MethodGet, fmt.Sprintf("%s/slow?id=%s&size=%d", cl.base, id, size), "", nil)
 				completed.Add(1)
 				results <- result{id: id, proto: cl.proto, r: r}
 			}()
@@ -198,11 +210,11 @@ func opsShutdownRequests(t *testing.T) {
 	raw := opsH2Start(t, e.dp.addr, e.dp.addr, fmt.Sprintf("/slow?id=raw&size=%d", rawSize))
 	timer := time.NewTimer(10 * time.Second)
 	defer timer.Stop()
-	for n := 0; n < 2*perProto+1; n++ {
+	for n := 0; n < kinds*perProto+1; n++ {
 		select {
 		case <-arrived:
 		case <-timer.C:
-			t.Fatalf("only %d of %d slow requests reached the backend within 10s", n, 2*perProto+1)
+			t.Fatalf("only %d of %d slow requests reached the backend within 10s", n, kinds*perProto+1)
 		}
 	}
 
@@ -213,7 +225,7 @@ func opsShutdownRequests(t *testing.T) {
 	refusedAt, inFlightThen := time.Duration(-1), int64(-1)
 	for i := 0; i < 100 && time.Since(sent) < 2*time.Second; i++ {
 		if opsRefused(e.dp.addr) {
-			refusedAt, inFlightThen = time.Since(sent), 2*perProto-completed.Load()
+			refusedAt, inFlightThen = time.Since(sent), kinds*perProto-completed.Load()
 			break
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -222,16 +234,16 @@ func opsShutdownRequests(t *testing.T) {
 		t.Errorf("connections to %s were still accepted 2s after SIGTERM", e.dp.addr)
 	} else {
 		t.Logf("new connections refused %v after SIGTERM, with %d of %d client requests still in flight",
-			refusedAt.Round(time.Millisecond), inFlightThen, 2*perProto)
-		if inFlightThen != 2*perProto {
+			refusedAt.Round(time.Millisecond), inFlightThen, kinds*perProto)
+		if inFlightThen != kinds*perProto {
 			t.Errorf("new connections were refused only after %d requests had completed (%v after SIGTERM); want the listener closed while all were in flight",
-				2*perProto-inFlightThen, refusedAt)
+				kinds*perProto-inFlightThen, refusedAt)
 		}
 	}
 
 	resultsTimer := time.NewTimer(15 * time.Second)
 	defer resultsTimer.Stop()
-	for n := 0; n < 2*perProto; n++ {
+	for n := 0; n < kinds*perProto; n++ {
 		select {
 		case res := <-results:
 			want := opsSlowBody(res.id, size)
@@ -240,7 +252,7 @@ func opsShutdownRequests(t *testing.T) {
 					res.id, res.r.code, res.r.proto, len(res.r.body), res.r.body == string(want), res.r.err, res.proto, size)
 			}
 		case <-resultsTimer.C:
-			t.Fatalf("only %d of %d requests completed within 15s of SIGTERM", n, 2*perProto)
+			t.Fatalf("only %d of %d requests completed within 15s of SIGTERM", n, kinds*perProto)
 		}
 	}
 
@@ -274,8 +286,8 @@ func opsShutdownRequests(t *testing.T) {
 		t.Errorf("the data plane exited %v after SIGTERM: it waited out the %v drain timeout although every request had completed %v in",
 			exited, drain, opsSlowDelay)
 	}
-	if got := be.requests.Load(); got != 2*perProto+1 {
-		t.Errorf("the backend got %d requests, want %d (each once)", got, 2*perProto+1)
+	if got := be.requests.Load(); got != kinds*perProto+1 {
+		t.Errorf("the backend got %d requests, want %d (each once)", got, kinds*perProto+1)
 	}
 }
 
