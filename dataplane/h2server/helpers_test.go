@@ -24,7 +24,7 @@ type testServer struct {
 
 // startServer starts srv on a loopback listener; cleanup shuts it down and
 // waits for every connection.
-func startServer(t *testing.T, srv *h2server.Server) *testServer {
+func startServer(t testing.TB, srv *h2server.Server) *testServer {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -406,14 +406,14 @@ func TestShutdown(t *testing.T) {
 // rawConn is a hand-driven HTTP/2 client connection for what Go's client
 // will not do.
 type rawConn struct {
-	t   *testing.T
+	t   testing.TB
 	nc  net.Conn
 	fr  *http2.Framer
 	enc *hpack.Encoder
 	buf bytes.Buffer
 }
 
-func dialRaw(t *testing.T, addr string, settings ...http2.Setting) *rawConn {
+func dialRaw(t testing.TB, addr string, settings ...http2.Setting) *rawConn {
 	t.Helper()
 	nc, err := net.Dial("tcp", addr)
 	if err != nil {
