@@ -12,6 +12,7 @@ import (
 	"net"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -51,6 +52,10 @@ type Conn struct {
 	spare   []byte
 	err     error // sticky: the write error, or ErrClosed
 	closing bool
+
+	// stall, if set, bounds each system call of the writer (see
+	// SetStallTimeout).
+	stall atomic.Int64
 }
 
 // New wraps c and starts its writer goroutine, which stops at Close.
@@ -64,10 +69,17 @@ func New(c net.Conn) *Conn {
 // Write buffers p for the writer goroutine. It waits only while more than
 // maxPending bytes are waiting already.
 func (c *Conn) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	for c.err == nil && len(c.pending) >= maxPending {
-		c.drained.Wait()
+	if err := c.WaitWritable(nil); err != nil {
+		return 0, err
 	}
+	return c.Append(p)
+}
+
+// Append buffers p for the writer goroutine without waiting for room: for
+// callers that wait with WaitWritable before they take a lock of their
+// own, and then must not block under it.
+func (c *Conn) Append(p []byte) (int, error) {
+	c.mu.Lock()
 	if c.err != nil {
 		err := c.err
 		c.mu.Unlock()
@@ -80,6 +92,61 @@ func (c *Conn) Write(p []byte) (int, error) {
 	default: // already woken; it will take these bytes too
 	}
 	return len(p), nil
+}
+
+// WaitWritable waits while more than maxPending bytes are waiting to be
+// written, and returns the connection's error if it failed or closed.
+// stop, if not nil, ends the wait early when it reports true; it is
+// checked at each wake-up, and Wake wakes the waiters to check it. stop is
+// called with Conn's lock held and must not block.
+func (c *Conn) WaitWritable(stop func() bool) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for c.err == nil && len(c.pending) >= maxPending && (stop == nil || !stop()) {
+		c.drained.Wait()
+	}
+	return c.err
+}
+
+// Wake makes goroutines in WaitWritable check their stop functions.
+func (c *Conn) Wake() {
+	c.mu.Lock()
+	c.drained.Broadcast()
+	c.mu.Unlock()
+}
+
+// SetStallTimeout bounds each system call writing gathered bytes (at most
+// stallChunk of them) to d: a peer that takes nothing for that long fails
+// the connection. Zero, the default, means no bound.
+func (c *Conn) SetStallTimeout(d time.Duration) { c.stall.Store(int64(d)) }
+
+// stallChunk is the most a system call writes under a stall timeout, so
+// that a slow but live peer is not taken for a stalled one.
+const stallChunk = 64 << 10
+
+// write writes b to the underlying connection, in chunks with deadlines
+// under a stall timeout.
+func (c *Conn) write(b []byte) error {
+	d := time.Duration(c.stall.Load())
+	if d <= 0 {
+		_, err := c.Conn.Write(b)
+		return err
+	}
+	for len(b) > 0 {
+		n := min(len(b), stallChunk)
+		select {
+		case <-c.done: // Close set the deadline: closeLinger
+		default:
+			if err := c.Conn.SetWriteDeadline(time.Now().Add(d)); err != nil {
+				return err
+			}
+		}
+		if _, err := c.Conn.Write(b[:n]); err != nil {
+			return err
+		}
+		b = b[n:]
+	}
+	return nil
 }
 
 // writeLoop writes what has gathered each time it is woken, after letting
@@ -100,7 +167,7 @@ func (c *Conn) writeLoop() {
 		c.mu.Unlock()
 		var err error
 		if len(b) > 0 {
-			_, err = c.Conn.Write(b)
+			err = c.write(b)
 		}
 		c.mu.Lock()
 		// b becomes the spare buffer; pending has the other one.

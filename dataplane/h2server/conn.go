@@ -37,6 +37,7 @@ var (
 	errConnClosed  = errors.New("h2server: connection closed")
 	errStreamReset = errors.New("h2server: stream reset")
 	errClientReset = errors.New("h2server: client reset the stream")
+	errStreamDone  = errors.New("h2server: write after the response ended")
 )
 
 // conn is one HTTP/2 connection. The reading goroutine (serve) owns the
@@ -86,10 +87,16 @@ type conn struct {
 	idleTimer     *time.Timer
 	settingsAcked bool
 
-	// recentResets holds the last streams reset here, whose frames still
-	// in flight are ignored (RFC 9113 section 5.1, "closed").
-	recentResets [32]uint32
+	// recentResets holds the last streams reset here (as many as may be
+	// open), whose frames still in flight are ignored (RFC 9113 section
+	// 5.1, "closed").
+	recentResets []uint32
 	resetsNext   int
+	// goAwayID is the last stream the GOAWAY sent names: frames for later
+	// streams, which were not served, are ignored.
+	goAwayID uint32
+
+	closeOnce sync.Once
 }
 
 func newConn(ctx context.Context, s *Server, c net.Conn, state *tls.ConnectionState) *conn {
@@ -110,7 +117,11 @@ func newConn(ctx context.Context, s *Server, c net.Conn, state *tls.ConnectionSt
 	}
 	cn.cond.L = &cn.mu
 	cn.ctx, cn.cancel = context.WithCancel(ctx)
-	cn.fr = http2.NewFramer(w, c)
+	cn.recentResets = make([]uint32, max(cn.maxStreams, 32))
+	w.SetStallTimeout(s.stallTimeout())
+	// Frames are appended without waiting for room: handlers wait for it
+	// before they take mu, so that nothing blocks while holding it.
+	cn.fr = http2.NewFramer(appender{w}, c)
 	cn.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	cn.fr.MaxHeaderListSize = s.maxHeaderListSize()
 	cn.fr.SetReuseFrames()
@@ -118,6 +129,11 @@ func newConn(ctx context.Context, s *Server, c net.Conn, state *tls.ConnectionSt
 	cn.enc = hpack.NewEncoder(&cn.encBuf)
 	return cn
 }
+
+// appender writes to a coalesce.Conn without waiting for room.
+type appender struct{ w *coalesce.Conn }
+
+func (a appender) Write(p []byte) (int, error) { return a.w.Append(p) }
 
 // serve runs the reading side until the connection ends, then waits for
 // the handlers.
@@ -175,6 +191,7 @@ func (c *conn) serve() {
 			c.log.Debug("HTTP/2 connection error", "client", c.remoteAddr, "code", code, "detail", c.fr.ErrorDetail())
 			c.mu.Lock()
 			c.goingAway = true
+			c.goAwayID = c.maxStreamID
 			_ = c.fr.WriteGoAway(c.maxStreamID, code, nil)
 			c.mu.Unlock()
 			c.drain()
@@ -263,6 +280,11 @@ func (c *conn) process(f http2.Frame) error {
 		if f.IsAck() {
 			return nil
 		}
+		// Replies wait for room: a client that sends without reading
+		// stops being read.
+		if err := c.w.WaitWritable(nil); err != nil {
+			return err
+		}
 		c.mu.Lock()
 		err := c.fr.WritePing(true, f.Data)
 		c.mu.Unlock()
@@ -285,6 +307,9 @@ func (c *conn) process(f http2.Frame) error {
 }
 
 func (c *conn) processSettings(f *http2.SettingsFrame) error {
+	if err := c.w.WaitWritable(nil); err != nil {
+		return err
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	err := f.ForeachSetting(func(s http2.Setting) error {
@@ -366,6 +391,9 @@ func (c *conn) processReset(f *http2.RSTStreamFrame) error {
 // running, counts as an orphan until it returns.
 func (c *conn) resetLocked(st *stream) {
 	st.reset = true
+	if st.gone.CompareAndSwap(false, true) {
+		c.w.Wake() // a handler waiting for room to write stops
+	}
 	if st.running {
 		st.orphan = true
 		c.orphans++
@@ -376,6 +404,7 @@ func (c *conn) resetLocked(st *stream) {
 
 // resetStream sends RST_STREAM for id and forgets the stream.
 func (c *conn) resetStream(id uint32, code http2.ErrCode) {
+	_ = c.w.WaitWritable(nil)
 	c.mu.Lock()
 	st := c.streams[id]
 	if st != nil {
@@ -406,8 +435,12 @@ func (c *conn) noteResetLocked(id uint32) {
 	c.resetsNext = (c.resetsNext + 1) % len(c.recentResets)
 }
 
-// resetRecentlyLocked reports whether stream id was reset lately.
-func (c *conn) resetRecentlyLocked(id uint32) bool {
+// ignoredLocked reports whether frames for closed stream id are to be
+// ignored: it was reset here lately, or came after our GOAWAY.
+func (c *conn) ignoredLocked(id uint32) bool {
+	if c.goingAway && id > c.goAwayID {
+		return true
+	}
 	for _, r := range c.recentResets {
 		if r == id {
 			return true
@@ -460,6 +493,7 @@ func (c *conn) goAwayLater() {
 	}
 	if !c.goingAway {
 		c.goingAway = true
+		c.goAwayID = c.maxStreamID
 		_ = c.fr.WriteGoAway(c.maxStreamID, http2.ErrCodeNo, nil)
 	}
 	c.checkIdleLocked()
@@ -468,9 +502,9 @@ func (c *conn) goAwayLater() {
 // closeNow closes the connection: buffered frames are still flushed,
 // handlers' writes fail, their contexts and request bodies end.
 func (c *conn) closeNow() {
-	// Close first: a handler blocked writing to a client that does not
-	// read holds mu, and Close wakes it.
-	_ = c.w.Close()
+	// Close first (once: a second Close would not let the writer flush),
+	// which also wakes handlers waiting for room to write.
+	c.closeOnce.Do(func() { _ = c.w.Close() })
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()

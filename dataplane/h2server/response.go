@@ -175,13 +175,13 @@ func (w *responseWriter) trailers() http.Header {
 
 // writeHeaders sends a HEADERS frame (status 0: trailers) for st.
 func (c *conn) writeHeaders(st *stream, status int, h http.Header, end bool) error {
+	if err := c.waitRoom(st); err != nil {
+		return err
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed {
-		return errConnClosed
-	}
-	if st.reset {
-		return errStreamReset
+	if err := c.writableLocked(st); err != nil {
+		return err
 	}
 	if err := c.writeHeadersLocked(st.id, status, h, end); err != nil {
 		return err
@@ -248,34 +248,60 @@ func (c *conn) encode(name, value string) {
 // waiting for the client to grant more; end ends the stream with the last
 // frame (an empty one if p is empty).
 func (c *conn) writeData(st *stream, p []byte, end bool) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	for {
+		if err := c.waitRoom(st); err != nil {
+			return err
+		}
+		c.mu.Lock()
 		for len(p) > 0 && (c.sendWindow <= 0 || st.sendWindow <= 0) && !c.closed && !st.reset {
 			c.cond.Wait()
 		}
-		if c.closed {
-			return errConnClosed
-		}
-		if st.reset {
-			return errStreamReset
+		if err := c.writableLocked(st); err != nil {
+			c.mu.Unlock()
+			return err
 		}
 		n := int64(len(p))
 		n = min(n, c.sendWindow, st.sendWindow, int64(c.peerMaxFrame))
 		last := n == int64(len(p))
 		if err := c.fr.WriteData(st.id, end && last, p[:n]); err != nil {
+			c.mu.Unlock()
 			return err
 		}
 		c.sendWindow -= n
 		st.sendWindow -= n
 		p = p[n:]
+		if last && end {
+			c.endedLocked(st)
+		}
+		c.mu.Unlock()
 		if last {
-			if end {
-				c.endedLocked(st)
-			}
 			return nil
 		}
 	}
+}
+
+// waitRoom waits, without holding mu, until the connection's write
+// buffer has room or st is reset: a client that does not read blocks its
+// own streams' handlers, not the connection's lock.
+func (c *conn) waitRoom(st *stream) error {
+	err := c.w.WaitWritable(st.gone.Load)
+	if err != nil {
+		return errConnClosed
+	}
+	return nil
+}
+
+// writableLocked reports why st can take no more frames, if it cannot.
+func (c *conn) writableLocked(st *stream) error {
+	switch {
+	case c.closed:
+		return errConnClosed
+	case st.reset:
+		return errStreamReset
+	case st.sentEnd:
+		return errStreamDone
+	}
+	return nil
 }
 
 // skipResponseField reports whether header key k stays out of a response

@@ -38,6 +38,9 @@ const (
 	DefaultMaxConcurrentStreams = 250
 	// DefaultMaxHeaderListSize bounds a request's header list.
 	DefaultMaxHeaderListSize = 1 << 20
+	// DefaultStallTimeout bounds how long a client may take none of the
+	// bytes written to it.
+	DefaultStallTimeout = 60 * time.Second
 )
 
 // Flow-control windows this server grants: per stream, and per connection
@@ -67,6 +70,10 @@ type Server struct {
 	// MaxHeaderListSize bounds a request's header list (as HPACK counts
 	// it); longer requests get 431. Zero means DefaultMaxHeaderListSize.
 	MaxHeaderListSize uint32
+	// StallTimeout closes a connection whose client takes none of the
+	// bytes written to it for this long (nginx's send_timeout). Zero means
+	// DefaultStallTimeout; negative, never.
+	StallTimeout time.Duration
 
 	mu           sync.Mutex
 	conns        map[*conn]struct{}
@@ -92,15 +99,11 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn, state *tls.Connectio
 // c to the caller.
 func (s *Server) Start(ctx context.Context, c net.Conn, state *tls.ConnectionState) bool {
 	s.mu.Lock()
-	draining := s.shuttingDown
-	s.mu.Unlock()
-	if draining {
+	defer s.mu.Unlock()
+	if s.shuttingDown {
 		return false
 	}
-	cn, draining := s.register(ctx, c, state)
-	if draining {
-		cn.goAwayLater()
-	}
+	cn := s.registerLocked(ctx, c, state)
 	go s.run(cn)
 	return true
 }
@@ -108,14 +111,18 @@ func (s *Server) Start(ctx context.Context, c net.Conn, state *tls.ConnectionSta
 // register adds a connection for Shutdown to drain, and reports whether
 // Shutdown has begun.
 func (s *Server) register(ctx context.Context, c net.Conn, state *tls.ConnectionState) (*conn, bool) {
-	cn := newConn(ctx, s, c, state)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.registerLocked(ctx, c, state), s.shuttingDown
+}
+
+func (s *Server) registerLocked(ctx context.Context, c net.Conn, state *tls.ConnectionState) *conn {
+	cn := newConn(ctx, s, c, state)
 	if s.conns == nil {
 		s.conns = make(map[*conn]struct{})
 	}
 	s.conns[cn] = struct{}{}
-	return cn, s.shuttingDown
+	return cn
 }
 
 // run serves cn until it ends and unregisters it.
@@ -179,6 +186,16 @@ func (s *Server) maxStreams() uint32 {
 		return DefaultMaxConcurrentStreams
 	}
 	return s.MaxConcurrentStreams
+}
+
+func (s *Server) stallTimeout() time.Duration {
+	switch {
+	case s.StallTimeout == 0:
+		return DefaultStallTimeout
+	case s.StallTimeout < 0:
+		return 0
+	}
+	return s.StallTimeout
 }
 
 func (s *Server) maxHeaderListSize() uint32 {

@@ -725,3 +725,86 @@ func TestShutdownBeforeHandshake(t *testing.T) {
 		t.Fatalf("Shutdown: %v", err)
 	}
 }
+
+// TestStuckClientResetsStream: a client that stops reading while a
+// handler writes can still reset the stream: the handler's context ends
+// and its Write returns, although nothing it wrote was taken.
+func TestStuckClientResetsStream(t *testing.T) {
+	writeErr := make(chan error, 1)
+	canceled := make(chan struct{})
+	ts := serve(t, func(w http.ResponseWriter, r *http.Request) {
+		chunk := bytes.Repeat([]byte("x"), 64<<10)
+		for range 1024 { // 64 MiB: more than any socket buffer
+			if _, err := w.Write(chunk); err != nil {
+				writeErr <- err
+				break
+			}
+		}
+		<-r.Context().Done()
+		close(canceled)
+	})
+	rc := dialRaw(t, ts.addr, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1})
+	rc.fr.WriteWindowUpdate(0, 1<<31-1-65535)
+	rc.request(1, "/", true)
+	time.Sleep(300 * time.Millisecond) // buffers fill; the client reads nothing
+	if err := rc.fr.WriteRSTStream(1, http2.ErrCodeCancel); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-writeErr:
+		if err == nil {
+			t.Fatal("Write succeeded on a reset stream")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the handler's Write still blocked after RST_STREAM")
+	}
+	select {
+	case <-canceled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the handler's context was not canceled after RST_STREAM")
+	}
+}
+
+// TestWriteAfterResponse: a Write from a goroutine the handler left
+// behind, after the response ended, fails instead of sending DATA on a
+// closed stream.
+func TestWriteAfterResponse(t *testing.T) {
+	type handed struct {
+		w   http.ResponseWriter
+		ctx context.Context
+	}
+	leftover := make(chan handed, 1)
+	ts := serve(t, func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "done")
+		leftover <- handed{w, r.Context()}
+	})
+	resp, err := ts.client(t).Get(ts.url("/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || string(got) != "done" {
+		t.Fatalf("got %q, %v", got, err)
+	}
+	h := <-leftover
+	<-h.ctx.Done() // the server is done with the stream
+	if n, err := h.w.Write([]byte("late")); err == nil {
+		t.Fatalf("Write after the response ended: %d, nil; want an error", n)
+	}
+}
+
+// TestStartAfterShutdown: Start refuses a connection once Shutdown has
+// begun, leaving it to the caller.
+func TestStartAfterShutdown(t *testing.T) {
+	srv := &h2server.Server{Handler: http.NotFoundHandler()}
+	if err := srv.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	if srv.Start(context.Background(), a, nil) {
+		t.Fatal("Start took a connection after Shutdown")
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
@@ -35,6 +36,10 @@ type stream struct {
 	reset       bool // RST_STREAM sent or received
 	running     bool // the handler has not returned
 	orphan      bool // reset while the handler runs: counted in conn.orphans
+
+	// gone is reset, readable without mu: it ends a handler's wait for
+	// room to write.
+	gone atomic.Bool
 }
 
 func (c *conn) processHeaders(f *http2.MetaHeadersFrame) error {
@@ -48,10 +53,10 @@ func (c *conn) processHeaders(f *http2.MetaHeadersFrame) error {
 		return c.processTrailers(st, f)
 	}
 	if id <= c.maxStreamID {
-		reset := c.resetRecentlyLocked(id)
+		ignored := c.ignoredLocked(id)
 		c.mu.Unlock()
-		if reset {
-			return nil // trailers that crossed our RST_STREAM
+		if ignored {
+			return nil // trailers that crossed our RST_STREAM or GOAWAY
 		}
 		return http2.ConnectionError(http2.ErrCodeProtocol)
 	}
@@ -170,10 +175,10 @@ func (c *conn) processData(f *http2.DataFrame) error {
 		// Closed for the client's data: still count it against the
 		// connection window, and give that back. Data that crossed our
 		// RST_STREAM is dropped without another.
-		reset := (st != nil && st.reset) || (st == nil && c.resetRecentlyLocked(id))
+		ignored := st == nil && c.ignoredLocked(id)
 		c.mu.Unlock()
 		c.returnCredit(nil, int(n))
-		if reset {
+		if ignored {
 			return nil
 		}
 		return http2.StreamError{StreamID: id, Code: http2.ErrCodeStreamClosed}

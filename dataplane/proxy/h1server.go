@@ -315,6 +315,15 @@ func (c *h1conn) handOver() {
 	}
 	c.in = c.in[:0]
 	c.release()
+	if len(prefix) > 0 && len(prefix) < len(h2Preface) && bytes.HasPrefix(h2Preface, prefix) {
+		// The preface's first line reads as a whole head: read the rest
+		// of the preface, so that the connection goes where h2c goes.
+		rest := make([]byte, len(h2Preface)-len(prefix))
+		_ = c.nc.SetReadDeadline(time.Now().Add(c.s.cfg.ReadHeaderTimeout))
+		n, _ := io.ReadFull(c.nc, rest)
+		_ = c.nc.SetReadDeadline(time.Time{})
+		prefix = append(prefix, rest[:n]...)
+	}
 	pc := &prefixConn{Conn: c.nc, prefix: prefix}
 	take := c.s.cfg.Fallback
 	if bytes.HasPrefix(prefix, h2Preface) {

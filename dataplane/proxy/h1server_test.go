@@ -1116,39 +1116,53 @@ func TestClientGoneCancelsBackendRequest(t *testing.T) {
 
 // TestH1ServerHandsH2CToH2: a connection opening with the HTTP/2 preface
 // goes to H1Config.H2, which reads it from the start, preface included,
-// and not to Fallback.
+// and not to Fallback; also when the preface's first line, which reads as
+// a whole head, arrives alone.
 func TestH1ServerHandsH2CToH2(t *testing.T) {
 	const preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-	got := make(chan string, 1)
-	e := newProxyEnv(t, h1Server, func(_ *http.Server, c *proxy.H1Config) {
-		c.H2 = func(nc net.Conn) bool {
-			go func() {
-				defer nc.Close()
-				_ = nc.SetReadDeadline(time.Now().Add(reqTimeout))
-				buf := make([]byte, len(preface)+len("frames"))
-				n, err := io.ReadFull(nc, buf)
-				got <- fmt.Sprintf("%q %v", buf[:n], err)
-			}()
-			return true
-		}
-	})
-	c, err := net.Dial("tcp", e.lis.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := io.WriteString(c, preface+"frames"); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case g := <-got:
-		if want := fmt.Sprintf("%q <nil>", preface+"frames"); g != want {
-			t.Fatalf("H2 read %s, want %s", g, want)
-		}
-	case <-time.After(reqTimeout):
-		t.Fatal("H2 was not given the connection")
-	}
-	if n := e.fallbacks.Load(); n != 0 {
-		t.Fatalf("%d connections went to Fallback, want 0", n)
+	for _, tt := range []struct {
+		name   string
+		writes []string
+	}{
+		{"whole", []string{preface + "frames"}},
+		{"first line alone", []string{"PRI * HTTP/2.0\r\n\r\n", "SM\r\n\r\nframes"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got := make(chan string, 1)
+			e := newProxyEnv(t, h1Server, func(_ *http.Server, c *proxy.H1Config) {
+				c.H2 = func(nc net.Conn) bool {
+					go func() {
+						defer nc.Close()
+						_ = nc.SetReadDeadline(time.Now().Add(reqTimeout))
+						buf := make([]byte, len(preface)+len("frames"))
+						n, err := io.ReadFull(nc, buf)
+						got <- fmt.Sprintf("%q %v", buf[:n], err)
+					}()
+					return true
+				}
+			})
+			c, err := net.Dial("tcp", e.lis.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			for _, w := range tt.writes {
+				if _, err := io.WriteString(c, w); err != nil {
+					t.Fatal(err)
+				}
+				time.Sleep(50 * time.Millisecond) // separate reads
+			}
+			select {
+			case g := <-got:
+				if want := fmt.Sprintf("%q <nil>", preface+"frames"); g != want {
+					t.Fatalf("H2 read %s, want %s", g, want)
+				}
+			case <-time.After(reqTimeout):
+				t.Fatal("H2 was not given the connection")
+			}
+			if n := e.fallbacks.Load(); n != 0 {
+				t.Fatalf("%d connections went to Fallback, want 0", n)
+			}
+		})
 	}
 }
