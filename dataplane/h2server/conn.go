@@ -74,18 +74,17 @@ type conn struct {
 	orphans     uint32 // handlers still running for streams already reset
 	refused     int    // streams refused because of orphans
 
-	sendWindow    int64 // connection-level credit for our DATA
-	peerInitial   int64 // the client's SETTINGS_INITIAL_WINDOW_SIZE
-	peerMaxFrame  int   // the client's SETTINGS_MAX_FRAME_SIZE
-	recvUnacked   int64 // body bytes consumed but not yet returned to the client
-	recvWindow    int64 // connection-level credit the client has left
-	ready         bool  // the handshake is done: GOAWAY may be sent
-	drainAsked    bool  // GOAWAY asked for before the handshake was done
-	goingAway     bool  // GOAWAY sent: no new streams
-	lingering     bool  // reading out goAwayGrace before closing
-	closed        bool
-	idleTimer     *time.Timer
-	settingsAcked bool
+	sendWindow   int64 // connection-level credit for our DATA
+	peerInitial  int64 // the client's SETTINGS_INITIAL_WINDOW_SIZE
+	peerMaxFrame int   // the client's SETTINGS_MAX_FRAME_SIZE
+	recvUnacked  int64 // body bytes consumed but not yet returned to the client
+	recvWindow   int64 // connection-level credit the client has left
+	ready        bool  // the handshake is done: GOAWAY may be sent
+	drainAsked   bool  // GOAWAY asked for before the handshake was done
+	goingAway    bool  // GOAWAY sent: no new streams
+	lingering    bool  // reading out goAwayGrace before closing
+	closed       bool
+	idleTimer    *time.Timer
 
 	// recentResets holds the last streams reset here (as many as may be
 	// open), whose frames still in flight are ignored (RFC 9113 section
@@ -266,10 +265,7 @@ func (c *conn) process(f http2.Frame) error {
 		return c.processData(f)
 	case *http2.SettingsFrame:
 		if f.IsAck() {
-			c.mu.Lock()
-			c.settingsAcked = true
-			c.mu.Unlock()
-			return nil
+			return nil // nothing of ours waits for it
 		}
 		return c.processSettings(f)
 	case *http2.WindowUpdateFrame:

@@ -808,3 +808,56 @@ func TestStartAfterShutdown(t *testing.T) {
 		t.Fatal("Start took a connection after Shutdown")
 	}
 }
+
+// TestFramesAfterGoAway: streams a client opens after our GOAWAY (which
+// it had not read yet) are ignored, their DATA included, while the stream
+// in flight completes.
+func TestFramesAfterGoAway(t *testing.T) {
+	release := make(chan struct{})
+	started := make(chan struct{}, 1)
+	srv := &h2server.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		started <- struct{}{}
+		<-release
+		io.WriteString(w, "finished")
+	})}
+	ts := startServer(t, srv)
+	rc := dialRaw(t, ts.addr)
+	rc.request(1, "/", true)
+	<-started
+	shut := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		shut <- srv.Shutdown(ctx)
+	}()
+	ga := rc.next(func(f http2.Frame) bool { _, ok := f.(*http2.GoAwayFrame); return ok }).(*http2.GoAwayFrame)
+	if ga.LastStreamID != 1 || ga.ErrCode != http2.ErrCodeNo {
+		t.Fatalf("GOAWAY last stream %d %v, want 1 NO_ERROR", ga.LastStreamID, ga.ErrCode)
+	}
+	rc.request(3, "/", false) // sent as if the GOAWAY had not arrived yet
+	rc.fr.WriteData(3, true, []byte("body"))
+	close(release)
+	var frames []string
+	for {
+		f, err := rc.fr.ReadFrame()
+		if err != nil {
+			break
+		}
+		switch f := f.(type) {
+		case *http2.GoAwayFrame:
+			frames = append(frames, "GOAWAY "+f.ErrCode.String())
+		case *http2.RSTStreamFrame:
+			frames = append(frames, fmt.Sprintf("RST_STREAM %d %v", f.StreamID, f.ErrCode))
+		case *http2.MetaHeadersFrame:
+			frames = append(frames, fmt.Sprintf("HEADERS %d %s", f.StreamID, f.PseudoValue("status")))
+		case *http2.DataFrame:
+			frames = append(frames, fmt.Sprintf("DATA %d %q", f.StreamID, f.Data()))
+		}
+	}
+	if got, want := strings.Join(frames, ", "), `HEADERS 1 200, DATA 1 "finished", DATA 1 ""`; got != want {
+		t.Fatalf("after GOAWAY: %s; want %s", got, want)
+	}
+	if err := <-shut; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+}
