@@ -183,20 +183,39 @@ func startDataPlane(t *testing.T, cpAddr, nodeID string) *dataPlane {
 }
 
 // startDataPlaneWith starts a data plane with extra flags (e.g. --tls-listen).
+//
+// A port freeAddr found free can be taken, before the data plane binds it,
+// as the source port of a connection some other test opens; a data plane
+// that exits because of that is started again on other ports.
 func startDataPlaneWith(t *testing.T, cpAddr, nodeID string, extra ...string) *dataPlane {
 	t.Helper()
-	dp := &dataPlane{addr: freeAddr(t), admin: freeAddr(t)}
-	args := append([]string{"--controlplane", cpAddr, "--node-id", nodeID,
-		"--listen", dp.addr, "--admin-listen", dp.admin, "--log-level", "debug"}, extra...)
-	dp.proc = start(t, "lb-dataplane", args...)
-	waitFor(t, 20*time.Second, "data plane admin to answer", func() bool {
-		resp, err := http.Get("http://" + dp.admin + "/healthz")
-		if err == nil {
-			resp.Body.Close()
+	for attempt := 1; ; attempt++ {
+		dp := &dataPlane{addr: freeAddr(t), admin: freeAddr(t)}
+		args := append([]string{"--controlplane", cpAddr, "--node-id", nodeID,
+			"--listen", dp.addr, "--admin-listen", dp.admin, "--log-level", "debug"}, extra...)
+		dp.proc = start(t, "lb-dataplane", args...)
+		exited := false
+		waitFor(t, 20*time.Second, "data plane admin to answer", func() bool {
+			select {
+			case <-dp.proc.done:
+				exited = true
+				return true
+			default:
+			}
+			resp, err := http.Get("http://" + dp.admin + "/healthz")
+			if err == nil {
+				resp.Body.Close()
+			}
+			return err == nil && resp.StatusCode == 200
+		})
+		if !exited {
+			return dp
 		}
-		return err == nil && resp.StatusCode == 200
-	})
-	return dp
+		if attempt == 3 || !strings.Contains(dp.proc.log.String(), "address already in use") {
+			t.Fatalf("the data plane exited at start (attempt %d): %v\n%s", attempt, dp.proc.err, dp.proc.log.String())
+		}
+		t.Logf("a port was taken before the data plane bound it; starting it again (attempt %d)", attempt+1)
+	}
 }
 
 // configView is the subset of the data plane's /config this package reads.
