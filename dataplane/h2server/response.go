@@ -223,21 +223,20 @@ func (c *conn) writeHeadersLocked(id uint32, status int, h http.Header, end bool
 		}
 	}
 	block := c.encBuf.Bytes()
-	frag := block
-	if len(frag) > c.peerMaxFrame {
-		frag = frag[:c.peerMaxFrame]
-	}
-	block = block[len(frag):]
-	err := c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: frag, EndStream: end, EndHeaders: len(block) == 0})
-	for err == nil && len(block) > 0 {
-		frag = block
-		if len(frag) > c.peerMaxFrame {
-			frag = frag[:c.peerMaxFrame]
+	for first := true; ; first = false {
+		n := min(len(block), c.peerMaxFrame)
+		frag := block[:n]
+		block = block[n:]
+		var err error
+		if first {
+			err = c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: frag, EndStream: end, EndHeaders: len(block) == 0})
+		} else {
+			err = c.fr.WriteContinuation(id, len(block) == 0, frag)
 		}
-		block = block[len(frag):]
-		err = c.fr.WriteContinuation(id, len(block) == 0, frag)
+		if err != nil || len(block) == 0 {
+			return err
+		}
 	}
-	return err
 }
 
 func (c *conn) encode(name, value string) {

@@ -119,6 +119,13 @@ func TestRoundTrips(t *testing.T) {
 			wantStatus: 200, wantBody: "body", wantTrailer: map[string]string{"Grpc-Status": "0"},
 		},
 		{
+			name: "a header block over the frame size goes out in CONTINUATION frames", handler: func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("X-Big", strings.Repeat("v", 40<<10))
+				io.WriteString(w, "x")
+			},
+			wantStatus: 200, wantBody: "x", wantHeader: map[string]string{"X-Big": strings.Repeat("v", 40<<10)},
+		},
+		{
 			name: "request body and its length", method: http.MethodPost, body: strings.Repeat("b", 1000),
 			handler: func(w http.ResponseWriter, r *http.Request) {
 				n, err := io.Copy(io.Discard, r.Body)
@@ -353,14 +360,7 @@ func TestBrokenResponses(t *testing.T) {
 // TestShutdown: a request in flight finishes, the client gets GOAWAY, and
 // Shutdown returns once the connection is closed.
 func TestShutdown(t *testing.T) {
-	release := make(chan struct{})
-	started := make(chan struct{}, 1)
-	srv := &h2server.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		started <- struct{}{}
-		<-release
-		io.WriteString(w, "finished")
-	})}
-	ts := startServer(t, srv)
+	srv, ts, started, release := heldServer(t)
 	c := ts.client(t)
 	type result struct {
 		body string
@@ -658,17 +658,10 @@ func TestShutdownWithStuckClient(t *testing.T) {
 	writing := make(chan struct{})
 	srv := &h2server.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		close(writing)
-		chunk := bytes.Repeat([]byte("x"), 64<<10)
-		for range 1024 { // 64 MiB: more than any socket buffer
-			if _, err := w.Write(chunk); err != nil {
-				return
-			}
-		}
+		_ = flood(w)
 	})}
 	ts := startServer(t, srv)
-	rc := dialRaw(t, ts.addr, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1})
-	rc.fr.WriteWindowUpdate(0, 1<<31-1-65535)
-	rc.request(1, "/", true)
+	dialStuck(t, ts.addr)
 	<-writing
 	time.Sleep(200 * time.Millisecond) // let the buffers fill; the client reads nothing
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
@@ -733,19 +726,11 @@ func TestStuckClientResetsStream(t *testing.T) {
 	writeErr := make(chan error, 1)
 	canceled := make(chan struct{})
 	ts := serve(t, func(w http.ResponseWriter, r *http.Request) {
-		chunk := bytes.Repeat([]byte("x"), 64<<10)
-		for range 1024 { // 64 MiB: more than any socket buffer
-			if _, err := w.Write(chunk); err != nil {
-				writeErr <- err
-				break
-			}
-		}
+		writeErr <- flood(w)
 		<-r.Context().Done()
 		close(canceled)
 	})
-	rc := dialRaw(t, ts.addr, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1})
-	rc.fr.WriteWindowUpdate(0, 1<<31-1-65535)
-	rc.request(1, "/", true)
+	rc := dialStuck(t, ts.addr)
 	time.Sleep(300 * time.Millisecond) // buffers fill; the client reads nothing
 	if err := rc.fr.WriteRSTStream(1, http2.ErrCodeCancel); err != nil {
 		t.Fatal(err)
@@ -813,14 +798,7 @@ func TestStartAfterShutdown(t *testing.T) {
 // it had not read yet) are ignored, their DATA included, while the stream
 // in flight completes.
 func TestFramesAfterGoAway(t *testing.T) {
-	release := make(chan struct{})
-	started := make(chan struct{}, 1)
-	srv := &h2server.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		started <- struct{}{}
-		<-release
-		io.WriteString(w, "finished")
-	})}
-	ts := startServer(t, srv)
+	srv, ts, started, release := heldServer(t)
 	rc := dialRaw(t, ts.addr)
 	rc.request(1, "/", true)
 	<-started
@@ -860,4 +838,38 @@ func TestFramesAfterGoAway(t *testing.T) {
 	if err := <-shut; err != nil {
 		t.Fatalf("Shutdown: %v", err)
 	}
+}
+
+// heldServer starts a server whose handler signals started, then answers
+// "finished" once release is closed.
+func heldServer(t *testing.T) (*h2server.Server, *testServer, <-chan struct{}, chan struct{}) {
+	release := make(chan struct{})
+	started := make(chan struct{}, 1)
+	srv := &h2server.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		started <- struct{}{}
+		<-release
+		io.WriteString(w, "finished")
+	})}
+	return srv, startServer(t, srv), started, release
+}
+
+// flood writes 64 MiB, more than any socket buffer holds, and returns the
+// first write error.
+func flood(w http.ResponseWriter) error {
+	chunk := bytes.Repeat([]byte("x"), 64<<10)
+	for range 1024 {
+		if _, err := w.Write(chunk); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// dialStuck opens a connection granting the largest windows and requests
+// stream 1; the client then reads nothing.
+func dialStuck(t *testing.T, addr string) *rawConn {
+	rc := dialRaw(t, addr, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1})
+	rc.fr.WriteWindowUpdate(0, 1<<31-1-65535)
+	rc.request(1, "/", true)
+	return rc
 }
