@@ -96,9 +96,11 @@ func (c *h1conn) serveRequest(head []byte) (keep bool, err error) {
 	key := hashKey(pool, (*headFields)(rq), c.client, unsafeString(path))
 	var uc *upstream.H1Conn
 	var respHead []byte
+	now := o.start // a clock read saved for the first backend's attempt
 	idx, err := h.tryBackends(c, pool, key, &o, alwaysSafe, func(idx int) (int, error) {
 		var err error
-		uc, respHead, err = c.exchange(x, up, pool.Backends[idx].Address, rq.Method)
+		uc, respHead, err = c.exchange(x, up, pool.Backends[idx].Address, rq.Method, now)
+		now = time.Time{}
 		if err != nil {
 			return 0, err
 		}
@@ -375,7 +377,10 @@ var errUnexpected101 = errors.New("backend answered 101 Switching Protocols to a
 // kept connection that gives nothing back is replaced once for a method
 // safe to repeat, as net/http's Transport does. It returns the connection
 // and the response head (valid until the connection is read again).
-func (c *h1conn) exchange(x *h1exchange, up *upstream.H1Pool, addr string, method []byte) (*upstream.H1Conn, []byte, error) {
+//
+// now is a recent reading of the clock, or zero: the head's deadline counts
+// from it when the connection was kept (a new one took time to connect).
+func (c *h1conn) exchange(x *h1exchange, up *upstream.H1Pool, addr string, method []byte, now time.Time) (*upstream.H1Conn, []byte, error) {
 	for attempt := 0; ; attempt++ {
 		repeatable := upstream.SafeToRepeat(unsafeString(method))
 		uc, reused, err := up.Get(context.Background(), addr, repeatable)
@@ -386,7 +391,10 @@ func (c *h1conn) exchange(x *h1exchange, up *upstream.H1Pool, addr string, metho
 			uc.Close()
 			return nil, nil, errClientGone
 		}
-		head, stale, err := x.roundTrip(up, uc)
+		if !reused || attempt > 0 || now.IsZero() {
+			now = time.Now()
+		}
+		head, stale, err := x.roundTrip(up, uc, now)
 		if !c.waitingOn(nil) {
 			uc.Close() // its deadline may have been cut short
 			return nil, nil, errClientGone
@@ -402,16 +410,17 @@ func (c *h1conn) exchange(x *h1exchange, up *upstream.H1Pool, addr string, metho
 }
 
 // roundTrip writes x.out on uc and reads the response head, skipping 1xx
-// informational responses. stale says nothing at all came back.
-func (x *h1exchange) roundTrip(up *upstream.H1Pool, uc *upstream.H1Conn) (head []byte, stale bool, err error) {
+// informational responses, under the response header timeout counted from
+// now (a deadline relay clears before it reads a body). stale says nothing
+// at all came back.
+func (x *h1exchange) roundTrip(up *upstream.H1Pool, uc *upstream.H1Conn, now time.Time) (head []byte, stale bool, err error) {
 	if !uc.WriteOnRead(x.out) {
 		if _, err := uc.Write(x.out); err != nil {
 			return nil, true, err
 		}
 	}
 	if d := up.ResponseHeaderTimeout(); d > 0 {
-		_ = uc.SetReadDeadline(time.Now().Add(d))
-		defer uc.SetReadDeadline(time.Time{})
+		uc.SetHeadDeadline(now, d)
 	}
 	br := uc.Reader()
 	for first := true; ; first = false {
@@ -518,6 +527,11 @@ func (c *h1conn) relay(x *h1exchange, o *outcome, up *upstream.H1Pool, uc *upstr
 	}
 	x.out = appendResponseHead(x.out[:0], resp, chunked, closing)
 	x.discardHead(br, head)
+	if chunked || length < 0 || int64(br.Buffered()) < length {
+		// The body is read from the backend: under no deadline, as net/http
+		// reads bodies (the client's pace, not the head's timeout, rules).
+		uc.ClearHeadDeadline()
+	}
 	u := upstreamRelease{pool: up, conn: uc, addr: o.pool.Backends[o.backend].Address, reusable: !resp.Close && (chunked || length >= 0)}
 
 	var n int64

@@ -164,7 +164,7 @@ func (s *H1Server) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Lock()
 	for c := range s.conns {
-		c.nc.Close()
+		c.abort()
 	}
 	s.mu.Unlock()
 	<-done
@@ -193,9 +193,12 @@ type h1conn struct {
 	// raw reads the socket directly, so that waiting for a request holds
 	// no buffer; nil when nc is not a socket (then a buffer is held).
 	raw     syscall.RawConn
-	readFn  func(fd uintptr) bool
-	readN   int
-	readErr error
+	stepFn  func(fd uintptr) bool // step, as passed to raw.Read
+	readN   int                   // bytes of the last read
+	readErr error                 // error of the last read
+	// drained says the last read took everything the socket held.
+	drained bool
+	err     error // why step ended the connection
 	// w writes to the socket directly (nil: through nc).
 	w *sockio.Conn
 
@@ -233,7 +236,7 @@ func newH1Conn(s *H1Server, nc net.Conn) *h1conn {
 	if sys, ok := inner.(syscall.Conn); ok {
 		if raw, err := sys.SyscallConn(); err == nil {
 			c.raw = raw
-			c.readFn = c.readSocket
+			c.stepFn = c.step
 			c.w = sockio.New(inner)
 		}
 	}
@@ -243,30 +246,114 @@ func newH1Conn(s *H1Server, nc net.Conn) *h1conn {
 // errHandOver says the connection goes to Fallback.
 var errHandOver = errors.New("hand over to net/http")
 
+// errDone says the connection is to be closed: the client asked, or the
+// server is draining.
+var errDone = errors.New("connection done")
+
 // serve runs the connection until it is closed or handed over.
 func (c *h1conn) serve() {
 	defer c.s.untrack(c)
-	for {
-		n, err := c.readHead()
-		if err == nil {
-			var keep bool
-			keep, err = c.serveRequest(c.in[:n])
-			if err == nil && keep {
-				c.served++
-				c.consume(n)
-				if c.idle() {
-					continue
-				}
-			}
+	var err error
+	if c.raw != nil {
+		if err = c.raw.Read(c.stepFn); err == nil {
+			err = c.err
 		}
-		if errors.Is(err, errHandOver) {
-			c.handOver()
-			return
-		}
-		c.release()
-		c.nc.Close()
+	} else {
+		err = c.loop()
+	}
+	if errors.Is(err, errHandOver) {
+		c.handOver()
 		return
 	}
+	c.release()
+	c.nc.Close()
+}
+
+// step is the whole life of a connection on a socket, run as the function
+// of a single RawRead: it serves the requests read, and returns false to
+// wait for the socket's next bytes, true (with c.err set) when the
+// connection ends. Being one RawRead keeps readiness: a RawRead clears the
+// socket's readiness when it begins, so a new one per request would have to
+// try a read before each wait, and after a response that read almost always
+// finds nothing (the client waits for the response before it sends again).
+// Here a read that left the socket empty (it returned less than it asked
+// for) is followed by the wait directly: bytes that arrive after it are
+// signalled, whether they came while a request was served or later.
+func (c *h1conn) step(fd uintptr) bool {
+	for {
+		if err := c.serveBuffered(); err != nil {
+			c.err = err
+			return true
+		}
+		if err := c.setReadDeadline(); err != nil {
+			c.err = err
+			return true
+		}
+		if c.drained {
+			c.drained = false
+			return false
+		}
+		wasIdle := len(c.in) == 0
+		if !c.readSocket(fd) {
+			return false // nothing there: wait
+		}
+		if err := c.received(wasIdle); err != nil {
+			c.err = err
+			return true
+		}
+	}
+}
+
+// loop is step for a connection that is not a socket: blocking reads.
+func (c *h1conn) loop() error {
+	for {
+		if err := c.serveBuffered(); err != nil {
+			return err
+		}
+		if err := c.setReadDeadline(); err != nil {
+			return err
+		}
+		wasIdle := len(c.in) == 0
+		c.compact()
+		c.take()
+		n, err := c.nc.Read(c.in[len(c.in):h1BufSize])
+		c.in = c.in[:len(c.in)+n]
+		if n == 0 {
+			c.release()
+			if err == nil {
+				err = io.ErrNoProgress
+			}
+			return err
+		}
+		c.readN, c.readErr = n, nil
+		if err := c.received(wasIdle); err != nil {
+			return err
+		}
+	}
+}
+
+// serveBuffered serves the complete request heads in c.in, and returns nil
+// when the next one needs more bytes.
+func (c *h1conn) serveBuffered() error {
+	for len(c.in) > 0 {
+		n, err := c.headLength()
+		if n == 0 || err != nil {
+			return err
+		}
+		keep, err := c.serveRequest(c.in[:n])
+		switch {
+		case err != nil:
+			return err
+		case !keep:
+			return errDone
+		}
+		c.served++
+		c.consume(n)
+		if !c.idle() {
+			return errDone
+		}
+	}
+	return nil
 }
 
 // consume drops the first n bytes of in (a request served).
@@ -298,6 +385,16 @@ func (c *h1conn) idle() bool {
 	}
 	// Shutdown may have looked at this connection while it was active.
 	return !c.s.draining.Load()
+}
+
+// abort ends the connection's request in flight, if any, at once: its
+// socket's deadlines and the wait for its backend are moved to the past,
+// and its goroutine closes it. (Closing it from here would wait for that
+// goroutine: a socket's Close waits for reads in progress to return, and
+// step is one read for the connection's whole life.)
+func (c *h1conn) abort() {
+	_ = c.nc.SetDeadline(time.Unix(1, 0))
+	c.cutWait()
 }
 
 // closeIfIdle closes the connection if it is waiting for a request.
@@ -397,42 +494,45 @@ func (p *prefixConn) Unwrap() net.Conn { return p.Conn }
 // headEnd is the end of a request head.
 var headEnd = []byte("\r\n\r\n")
 
-// readHead reads until in holds a complete request head and returns its
-// length. errHandOver: the head does not fit the buffer, or the bytes are
-// not HTTP/1.1 (the h2c preface, say, which reads as an invalid head).
-func (c *h1conn) readHead() (int, error) {
-	for {
-		if len(c.in) > 0 {
-			from := max(c.scanned-3, 0)
-			if i := bytes.Index(c.in[from:], headEnd); i >= 0 {
-				c.scanned = 0
-				return from + i + 4, nil
-			}
-			if len(c.in) == h1BufSize || badLineEnd(c.in) {
-				// Too long for this server, or a bare LF or CR that may
-				// never be followed by CRLF CRLF: h1guard refuses such
-				// a head as soon as it sees the line.
-				return 0, errHandOver
-			}
-			c.scanned = len(c.in)
+// headLength returns the length of the complete request head at the start
+// of c.in, or 0 when it is not complete yet. errHandOver: the head does not
+// fit the buffer, or the bytes are not HTTP/1.1 (the h2c preface, say,
+// which reads as an invalid head).
+func (c *h1conn) headLength() (int, error) {
+	from := max(c.scanned-3, 0)
+	if i := bytes.Index(c.in[from:], headEnd); i >= 0 {
+		c.scanned = 0
+		return from + i + 4, nil
+	}
+	if len(c.in) == h1BufSize || badLineEnd(c.in) {
+		// Too long for this server, or a bare LF or CR that may never be
+		// followed by CRLF CRLF: h1guard refuses such a head as soon as it
+		// sees the line.
+		return 0, errHandOver
+	}
+	c.scanned = len(c.in)
+	return 0, nil
+}
+
+// received accounts for bytes just read (c.readN, or c.readErr): the end of
+// the connection, or the start of a request when it was idle (wasIdle).
+func (c *h1conn) received(wasIdle bool) error {
+	switch {
+	case c.readErr != nil:
+		return c.readErr
+	case c.readN == 0:
+		return io.EOF
+	}
+	if wasIdle {
+		c.headAt = time.Time{}
+		if c.state.Load() == connIdle && !c.state.CompareAndSwap(connIdle, connActive) {
+			return net.ErrClosed
 		}
-		if err := c.setReadDeadline(); err != nil {
-			return 0, err
-		}
-		wasIdle := len(c.in) == 0
-		if err := c.fill(); err != nil {
-			return 0, err
-		}
-		if wasIdle {
-			c.headAt = time.Time{}
-			if c.state.Load() == connIdle && !c.state.CompareAndSwap(connIdle, connActive) {
-				return 0, net.ErrClosed
-			}
-			if c.sc != nil && c.served == 0 {
-				c.sc.Sniff(c.in)
-			}
+		if c.sc != nil && c.served == 0 {
+			c.sc.Sniff(c.in)
 		}
 	}
+	return nil
 }
 
 // setReadDeadline keeps the read deadline at the idle timeout while no
@@ -460,36 +560,13 @@ func (c *h1conn) setReadDeadline() error {
 	return c.nc.SetReadDeadline(want)
 }
 
-// fill reads more bytes into in, taking a buffer if it holds none.
-func (c *h1conn) fill() error {
+// compact moves pipelined bytes after a served request to the front of the
+// buffer, so that a read can append to them.
+func (c *h1conn) compact() {
 	if c.buf != nil && len(c.in) > 0 && &c.in[0] != &c.buf[0] {
-		// Pipelined bytes after a served request: move them to the front.
 		c.in = c.buf[:copy(c.buf[:], c.in)]
 		c.scanned = 0
 	}
-	if c.raw == nil {
-		c.take()
-		n, err := c.nc.Read(c.in[len(c.in):h1BufSize])
-		c.in = c.in[:len(c.in)+n]
-		if n > 0 {
-			return nil
-		}
-		if err == nil {
-			err = io.ErrNoProgress
-		}
-		return err
-	}
-	c.readN, c.readErr = 0, nil
-	if err := c.raw.Read(c.readFn); err != nil {
-		return err
-	}
-	switch {
-	case c.readErr != nil:
-		return c.readErr
-	case c.readN == 0:
-		return io.EOF
-	}
-	return nil
 }
 
 // take gets a read buffer if the connection holds none.
@@ -500,18 +577,23 @@ func (c *h1conn) take() {
 	}
 }
 
-// readSocket is the raw read: it takes a buffer only when bytes are there,
-// and gives it back before waiting when it holds nothing.
+// readSocket reads what the socket holds into c.in (c.readN, c.readErr, and
+// c.drained when the read left nothing behind), or reports false when it
+// holds nothing. It takes a buffer only when bytes are there, and gives it
+// back when it holds nothing.
 func (c *h1conn) readSocket(fd uintptr) bool {
+	c.compact()
 	c.take()
+	space := h1BufSize - len(c.in)
 	n, err := sockio.Read(fd, c.in[len(c.in):h1BufSize])
+	c.readN, c.readErr = n, nil
 	switch {
 	case err == syscall.EAGAIN:
 		c.release()
 		return false
 	case err == nil:
-		c.readN = n
 		c.in = c.in[:len(c.in)+n]
+		c.drained = n > 0 && n < space
 		if n == 0 {
 			c.release()
 		}
@@ -608,9 +690,13 @@ func (c *h1conn) checkClient() {
 		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 		gone = n == 0 && err == nil || err != nil && err != syscall.EAGAIN && err != syscall.EINTR
 	})
-	if !gone {
-		return
+	if gone {
+		c.cutWait()
 	}
+}
+
+// cutWait marks the client gone and cuts short the wait for its backend.
+func (c *h1conn) cutWait() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.gone = true

@@ -7,6 +7,7 @@ import (
 	"crypto/sha1"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -683,6 +684,45 @@ func TestH1ServerShutdown(t *testing.T) {
 			}
 			e.wantFallbacks(t, 0)
 		})
+		if kind != h1Server {
+			// net/http's Shutdown leaves connections still active at its
+			// deadline to the caller (the data plane then closes them).
+			return
+		}
+		t.Run("request in flight cut at the deadline", func(t *testing.T) {
+			got := make(chan struct{}, 1)
+			backend := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+				got <- struct{}{}
+				select {
+				case <-r.Context().Done():
+				case <-time.After(10 * time.Second):
+				}
+			})
+			e := newProxyEnv(t, kind)
+			e.store(t, poolOf("web", nil, "", backendAddr(backend)))
+			p := dialProxy(t, e)
+			p.send("GET / HTTP/1.1\r\nHost: example.com\r\n\r\n")
+			select {
+			case <-got:
+			case <-time.After(reqTimeout):
+				t.Fatal("the request did not reach the backend")
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			defer cancel()
+			start := time.Now()
+			if err := e.shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("Shutdown: %v; want %v", err, context.DeadlineExceeded)
+			}
+			if d := time.Since(start); d > 2*time.Second {
+				t.Errorf("Shutdown returned after %v; want soon after its 200ms deadline", d)
+			}
+			// The client gets the connection closed, at most after a 502.
+			_ = p.c.SetReadDeadline(time.Now().Add(2 * time.Second))
+			b, err := io.ReadAll(p.br)
+			if err != nil || len(b) > 0 && !strings.HasPrefix(string(b), "HTTP/1.1 502 ") {
+				t.Errorf("after Shutdown's deadline: read %q, %v; want the connection closed", b, err)
+			}
+		})
 	})
 }
 
@@ -1165,4 +1205,101 @@ func TestH1ServerHandsH2CToH2(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A request that arrives while the one before it on the connection is
+// being served, in a write of its own, is served next: the server reads it
+// although it last found the socket empty before it forwarded the first.
+func TestH1ServerRequestDuringResponse(t *testing.T) {
+	forEachServer(t, func(t *testing.T, kind serverKind) {
+		arrived := make(chan struct{}, 1)
+		backend := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/slow" {
+				arrived <- struct{}{}
+				time.Sleep(200 * time.Millisecond)
+			}
+			_, _ = io.WriteString(w, r.URL.Path)
+		})
+		e := newProxyEnv(t, kind)
+		e.store(t, poolOf("web", nil, "", backendAddr(backend)))
+		p := dialProxy(t, e)
+		for round := range 3 {
+			p.send("GET /slow HTTP/1.1\r\nHost: example.com\r\n\r\n")
+			select {
+			case <-arrived:
+			case <-time.After(reqTimeout):
+				t.Fatalf("round %d: the first request did not reach the backend", round)
+			}
+			p.send("GET /next HTTP/1.1\r\nHost: example.com\r\n\r\n")
+			for _, want := range []string{"/slow", "/next"} {
+				resp, body := p.read(http.MethodGet)
+				if resp.StatusCode != http.StatusOK || string(body) != want {
+					t.Fatalf("round %d: status %d body %q; want 200 %q", round, resp.StatusCode, body, want)
+				}
+			}
+		}
+		e.wantFallbacks(t, 0)
+	})
+}
+
+// The response header timeout bounds each response head on a kept upstream
+// connection, and only the head: a body slower than it is relayed whole, a
+// connection idle past the deadline of its last response is reused, and a
+// backend that then sends no head in time gets 504.
+func TestH1ServerResponseHeaderTimeoutOnKeptConnection(t *testing.T) {
+	const timeout = 200 * time.Millisecond
+	forEachServer(t, func(t *testing.T, kind serverKind) {
+		var (
+			mu    sync.Mutex
+			peers = map[string]bool{} // the proxy's connections, by address
+		)
+		backend := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path != "/stall" {
+				mu.Lock()
+				peers[r.RemoteAddr] = true
+				mu.Unlock()
+			}
+			switch r.URL.Path {
+			case "/slow-body":
+				w.Header().Set("Content-Length", "10")
+				_, _ = io.WriteString(w, "first")
+				w.(http.Flusher).Flush()
+				time.Sleep(2 * timeout)
+				_, _ = io.WriteString(w, "-last")
+			case "/stall":
+				time.Sleep(3 * timeout)
+			default:
+				_, _ = io.WriteString(w, r.URL.Path)
+			}
+		})
+		e := newProxyEnv(t, kind)
+		pool := poolOf("web", nil, "", backendAddr(backend))
+		pool.Upstream.ResponseHeaderTimeout = timeout
+		e.store(t, pool)
+		p := dialProxy(t, e)
+		steps := []struct {
+			path, body string
+			status     int
+			sleepAfter time.Duration
+		}{
+			{"/fast", "/fast", http.StatusOK, 0},
+			{"/slow-body", "first-last", http.StatusOK, 0},
+			{"/fast", "/fast", http.StatusOK, timeout + 100*time.Millisecond},
+			{"/after-idle", "/after-idle", http.StatusOK, 0},
+			{"/stall", "gateway timeout: backend " + backendAddr(backend) + " did not answer in time\n", http.StatusGatewayTimeout, 0},
+		}
+		for _, s := range steps {
+			resp, body := p.get(s.path)
+			if resp.StatusCode != s.status || string(body) != s.body {
+				t.Fatalf("GET %s: status %d body %q; want %d %q", s.path, resp.StatusCode, body, s.status, s.body)
+			}
+			time.Sleep(s.sleepAfter)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if len(peers) != 1 {
+			t.Errorf("the backend saw %d connections from the proxy (%v); want 1, kept", len(peers), peers)
+		}
+		e.wantFallbacks(t, 0)
+	})
 }

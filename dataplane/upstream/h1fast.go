@@ -66,6 +66,37 @@ type H1Conn struct {
 
 	// head is the last response head read (see readResponse).
 	head h1wire.Response
+
+	// rd is the read deadline in force, as set through SetReadDeadline or
+	// SetHeadDeadline (zero: none).
+	rd time.Time
+}
+
+// SetReadDeadline sets the connection's read deadline.
+func (c *H1Conn) SetReadDeadline(t time.Time) error {
+	c.rd = t
+	return c.Conn.SetReadDeadline(t)
+}
+
+// SetHeadDeadline bounds the wait for the next response head to d from now
+// (a recent reading of the clock). A deadline left in force by the previous
+// response is kept when it is due less than a sixteenth of d, at most a
+// second, before the one asked for: a connection reused at once then sets
+// no deadline (a timer update in the runtime) per request. Clear it with
+// ClearHeadDeadline before reading anything but a head.
+func (c *H1Conn) SetHeadDeadline(now time.Time, d time.Duration) {
+	want := now.Add(d)
+	if !c.rd.IsZero() && !c.rd.After(want) && want.Sub(c.rd) < min(d/16, time.Second) {
+		return
+	}
+	_ = c.SetReadDeadline(want)
+}
+
+// ClearHeadDeadline removes the deadline SetHeadDeadline set, if any.
+func (c *H1Conn) ClearHeadDeadline() {
+	if !c.rd.IsZero() {
+		_ = c.SetReadDeadline(time.Time{})
+	}
 }
 
 // WriteOnRead arranges for b to be written by the next read from the
@@ -206,6 +237,7 @@ func (c *H1Conn) quiet() bool {
 	if c.raw == nil {
 		return true
 	}
+	c.ClearHeadDeadline() // the previous response's, perhaps past by now
 	if err := c.raw.Read(c.peekFn); err != nil {
 		return false
 	}
