@@ -527,12 +527,19 @@ func (c *h1conn) relay(x *h1exchange, o *outcome, up *upstream.H1Pool, uc *upstr
 	}
 	x.out = appendResponseHead(x.out[:0], resp, chunked, closing)
 	x.discardHead(br, head)
+	u := upstreamRelease{pool: up, conn: uc, addr: o.pool.Backends[o.backend].Address, reusable: !resp.Close && (chunked || length >= 0)}
 	if chunked || length < 0 || int64(br.Buffered()) < length {
 		// The body is read from the backend: under no deadline, as net/http
-		// reads bodies (the client's pace, not the head's timeout, rules).
+		// reads bodies (the client's pace, not the head's timeout, rules),
+		// and registered again so that a client that leaves, or Shutdown,
+		// can cut the reads short.
 		uc.ClearHeadDeadline()
+		if !c.waitingOn(uc) {
+			u.done(false)
+			return false, errClientGone
+		}
+		u.watched = c
 	}
-	u := upstreamRelease{pool: up, conn: uc, addr: o.pool.Backends[o.backend].Address, reusable: !resp.Close && (chunked || length >= 0)}
 
 	var n int64
 	var err error
@@ -548,7 +555,7 @@ func (c *h1conn) relay(x *h1exchange, o *outcome, up *upstream.H1Pool, uc *upstr
 	if err != nil {
 		u.done(false)
 		var werr *clientWriteError
-		if !errors.As(err, &werr) {
+		if !errors.As(err, &werr) && c.Err() == nil {
 			c.s.h.log.Warn("response body copy failed", "pool", o.pool.Name, "backend", u.addr, "error", err)
 		}
 		return false, err
@@ -565,6 +572,9 @@ type upstreamRelease struct {
 	addr     string
 	reusable bool
 	released bool
+	// watched is the client connection the body reads were registered
+	// with (see h1conn.waitingOn), if any.
+	watched *h1conn
 }
 
 // done releases the connection; complete says the body was read whole.
@@ -573,6 +583,10 @@ func (u *upstreamRelease) done(complete bool) {
 		return
 	}
 	u.released = true
+	if u.watched != nil && !u.watched.waitingOn(nil) {
+		// The wait was cut (its deadline is in the past): not reusable.
+		complete = false
+	}
 	if complete && u.reusable && u.conn.Reader().Buffered() == 0 {
 		u.pool.Put(u.addr, u.conn)
 		return

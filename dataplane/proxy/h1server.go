@@ -196,17 +196,21 @@ type h1conn struct {
 	stepFn  func(fd uintptr) bool // step, as passed to raw.Read
 	readN   int                   // bytes of the last read
 	readErr error                 // error of the last read
-	// drained says the last read took everything the socket held.
-	drained bool
-	err     error // why step ended the connection
+	// drained says the last read took everything the socket held, the
+	// kernel said (inq; TCP_INQ is asked for once a connection is kept).
+	drained  bool
+	inq      sockio.InqReader
+	inqAsked bool
+	err      error // why step ended the connection
 	// w writes to the socket directly (nil: through nc).
 	w *sockio.Conn
 
 	client   string // remote host:port
 	clientIP string
 	state    atomic.Int32
-	deadline time.Time // the read deadline in force
-	headAt   time.Time // when the head being read began to arrive
+	aborted  atomic.Bool // by Shutdown: its deadlines stay in the past
+	deadline time.Time   // the read deadline in force
+	headAt   time.Time   // when the head being read began to arrive
 
 	// inFlightSince is when the request being served began (Unix ns; 0:
 	// none); the watcher looks at connections whose request takes long.
@@ -276,9 +280,12 @@ func (c *h1conn) serve() {
 // socket's readiness when it begins, so a new one per request would have to
 // try a read before each wait, and after a response that read almost always
 // finds nothing (the client waits for the response before it sends again).
-// Here a read that left the socket empty (it returned less than it asked
-// for) is followed by the wait directly: bytes that arrive after it are
-// signalled, whether they came while a request was served or later.
+// Here a read that left the socket empty is followed by the wait directly:
+// bytes that arrive after it are signalled, whether they came while a
+// request was served or later. Whether a read left the socket empty, the
+// kernel says with the read (TCP_INQ): a read that returned less than it
+// asked for may have stopped at the client's FIN, which nothing would
+// signal again.
 func (c *h1conn) step(fd uintptr) bool {
 	for {
 		if err := c.serveBuffered(); err != nil {
@@ -292,6 +299,13 @@ func (c *h1conn) step(fd uintptr) bool {
 		if c.drained {
 			c.drained = false
 			return false
+		}
+		if c.served > 0 && !c.inqAsked {
+			// A kept connection: from now on each read says whether it
+			// left the socket empty. (Where the kernel cannot, a read is
+			// tried before each wait.)
+			c.inqAsked = true
+			_ = sockio.EnableInq(fd)
 		}
 		wasIdle := len(c.in) == 0
 		if !c.readSocket(fd) {
@@ -393,9 +407,16 @@ func (c *h1conn) idle() bool {
 // goroutine: a socket's Close waits for reads in progress to return, and
 // step is one read for the connection's whole life.)
 func (c *h1conn) abort() {
+	c.aborted.Store(true) // before the deadline: setReadDeadline must not undo it
 	_ = c.nc.SetDeadline(time.Unix(1, 0))
 	c.cutWait()
+	if c.raw == nil {
+		c.nc.Close() // no read holds it (see loop)
+	}
 }
+
+// errAborted ends a connection Shutdown aborted.
+var errAborted = errors.New("connection aborted: the server's shutdown deadline passed")
 
 // closeIfIdle closes the connection if it is waiting for a request.
 func (c *h1conn) closeIfIdle() {
@@ -406,6 +427,11 @@ func (c *h1conn) closeIfIdle() {
 
 // handOver gives the connection, with what was read of it, to Fallback.
 func (c *h1conn) handOver() {
+	if c.s.draining.Load() {
+		c.release()
+		c.nc.Close()
+		return
+	}
 	var prefix []byte
 	if len(c.in) > 0 {
 		prefix = bytes.Clone(c.in)
@@ -540,6 +566,9 @@ func (c *h1conn) received(wasIdle bool) error {
 // first bytes, while one is. Deadlines move only when off by a second or
 // more (and a head's never later than due), so that most requests set none.
 func (c *h1conn) setReadDeadline() error {
+	if c.aborted.Load() {
+		return errAborted
+	}
 	now := time.Now()
 	var want time.Time
 	if len(c.in) == 0 {
@@ -578,14 +607,13 @@ func (c *h1conn) take() {
 }
 
 // readSocket reads what the socket holds into c.in (c.readN, c.readErr, and
-// c.drained when the read left nothing behind), or reports false when it
-// holds nothing. It takes a buffer only when bytes are there, and gives it
-// back when it holds nothing.
+// c.drained when the read left nothing behind, not even a FIN), or reports
+// false when it holds nothing. It takes a buffer only when bytes are there,
+// and gives it back when it holds nothing.
 func (c *h1conn) readSocket(fd uintptr) bool {
 	c.compact()
 	c.take()
-	space := h1BufSize - len(c.in)
-	n, err := sockio.Read(fd, c.in[len(c.in):h1BufSize])
+	n, left, err := c.inq.Read(fd, c.in[len(c.in):h1BufSize])
 	c.readN, c.readErr = n, nil
 	switch {
 	case err == syscall.EAGAIN:
@@ -593,7 +621,7 @@ func (c *h1conn) readSocket(fd uintptr) bool {
 		return false
 	case err == nil:
 		c.in = c.in[:len(c.in)+n]
-		c.drained = n > 0 && n < space
+		c.drained = n > 0 && left == 0
 		if n == 0 {
 			c.release()
 		}

@@ -723,6 +723,39 @@ func TestH1ServerShutdown(t *testing.T) {
 				t.Errorf("after Shutdown's deadline: read %q, %v; want the connection closed", b, err)
 			}
 		})
+		t.Run("body stalled at the backend cut at the deadline", func(t *testing.T) {
+			backend := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Length", "100")
+				_, _ = io.WriteString(w, "the first bytes")
+				w.(http.Flusher).Flush()
+				select {
+				case <-r.Context().Done():
+				case <-time.After(10 * time.Second):
+				}
+			})
+			e := newProxyEnv(t, kind)
+			e.store(t, poolOf("web", nil, "", backendAddr(backend)))
+			p := dialProxy(t, e)
+			p.send("GET / HTTP/1.1\r\nHost: example.com\r\n\r\n")
+			resp, err := http.ReadResponse(p.br, nil)
+			if err != nil || resp.StatusCode != http.StatusOK {
+				t.Fatalf("response head: %v, %v; want 200", resp, err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			defer cancel()
+			start := time.Now()
+			if err := e.shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("Shutdown: %v; want %v", err, context.DeadlineExceeded)
+			}
+			if d := time.Since(start); d > 2*time.Second {
+				t.Errorf("Shutdown returned after %v; want soon after its 200ms deadline", d)
+			}
+			_ = p.c.SetReadDeadline(time.Now().Add(2 * time.Second))
+			body, err := io.ReadAll(resp.Body)
+			if string(body) != "the first bytes" || !errors.Is(err, io.ErrUnexpectedEOF) {
+				t.Errorf("body: %q, %v; want %q cut short (unexpected EOF)", body, err, "the first bytes")
+			}
+		})
 	})
 }
 
@@ -1299,6 +1332,40 @@ func TestH1ServerResponseHeaderTimeoutOnKeptConnection(t *testing.T) {
 		defer mu.Unlock()
 		if len(peers) != 1 {
 			t.Errorf("the backend saw %d connections from the proxy (%v); want 1, kept", len(peers), peers)
+		}
+		e.wantFallbacks(t, 0)
+	})
+}
+
+// A client that half-closes after its request gets a response and then
+// the connection closed at once, on the first request of a connection and
+// on a later one (where the server reads with the kernel telling what a
+// read left behind: the request's bytes and the FIN come in one read).
+func TestH1ServerClientHalfClose(t *testing.T) {
+	forEachServer(t, func(t *testing.T, kind serverKind) {
+		e := newProxyEnv(t, kind)
+		e.store(t, poolOf("web", nil, "", pathBackend(t)))
+		for _, earlier := range []int{0, 1, 3} {
+			t.Run(fmt.Sprintf("after %d requests", earlier), func(t *testing.T) {
+				p := dialProxy(t, e)
+				for i := range earlier {
+					if resp, body := p.get("/kept"); resp.StatusCode != http.StatusOK || string(body) != "/kept" {
+						t.Fatalf("request %d: status %d body %q", i+1, resp.StatusCode, body)
+					}
+				}
+				p.send("GET /last HTTP/1.1\r\nHost: example.com\r\n\r\n")
+				if err := p.c.(*net.TCPConn).CloseWrite(); err != nil {
+					t.Fatal(err)
+				}
+				// net/http takes the FIN for the client going away and
+				// answers 502; H1Server, which looks at the client only
+				// once a request has waited a second, serves it.
+				resp, body := p.read(http.MethodGet)
+				if kind == h1Server && (resp.StatusCode != http.StatusOK || string(body) != "/last") {
+					t.Fatalf("last request: status %d body %q; want 200 %q", resp.StatusCode, body, "/last")
+				}
+				p.wantClosed()
+			})
 		}
 		e.wantFallbacks(t, 0)
 	})
