@@ -534,11 +534,11 @@ func (c *h1conn) relay(x *h1exchange, o *outcome, up *upstream.H1Pool, uc *upstr
 		// and registered again so that a client that leaves, or Shutdown,
 		// can cut the reads short.
 		uc.ClearHeadDeadline()
+		u.watched = c
 		if !c.waitingOn(uc) {
 			u.done(false)
 			return false, errClientGone
 		}
-		u.watched = c
 	}
 
 	var n int64

@@ -163,10 +163,14 @@ func (s *H1Server) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 	s.mu.Lock()
+	left := make([]*h1conn, 0, len(s.conns))
 	for c := range s.conns {
-		c.abort()
+		left = append(left, c)
 	}
 	s.mu.Unlock()
+	for _, c := range left {
+		c.abort() // outside s.mu: closing a wrapped connection may block
+	}
 	<-done
 	return ctx.Err()
 }
@@ -443,6 +447,10 @@ func (c *h1conn) handOver() {
 		// of the preface, so that the connection goes where h2c goes.
 		rest := make([]byte, len(h2Preface)-len(prefix))
 		_ = c.nc.SetReadDeadline(time.Now().Add(c.s.cfg.ReadHeaderTimeout))
+		if c.aborted.Load() {
+			c.nc.Close()
+			return
+		}
 		n, _ := io.ReadFull(c.nc, rest)
 		_ = c.nc.SetReadDeadline(time.Time{})
 		prefix = append(prefix, rest[:n]...)
@@ -586,7 +594,13 @@ func (c *h1conn) setReadDeadline() error {
 		}
 	}
 	c.deadline = want
-	return c.nc.SetReadDeadline(want)
+	if err := c.nc.SetReadDeadline(want); err != nil {
+		return err
+	}
+	if c.aborted.Load() {
+		return errAborted // abort's past deadline may just have been overwritten
+	}
+	return nil
 }
 
 // compact moves pipelined bytes after a served request to the front of the

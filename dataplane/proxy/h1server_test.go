@@ -1358,8 +1358,9 @@ func TestH1ServerClientHalfClose(t *testing.T) {
 					t.Fatal(err)
 				}
 				// net/http takes the FIN for the client going away and
-				// answers 502; H1Server, which looks at the client only
-				// once a request has waited a second, serves it.
+				// answers 502 (nginx, by default, 499); H1Server looks at
+				// the client only once a request has taken a second, so
+				// it serves a quick one (a slower one it cuts, likewise).
 				resp, body := p.read(http.MethodGet)
 				if kind == h1Server && (resp.StatusCode != http.StatusOK || string(body) != "/last") {
 					t.Fatalf("last request: status %d body %q; want 200 %q", resp.StatusCode, body, "/last")

@@ -25,9 +25,11 @@ func EnableInq(fd uintptr) error {
 // what the read left behind. Its zero value is ready; it allocates nothing.
 // It is not safe for concurrent use.
 type InqReader struct {
-	msg  syscall.Msghdr
-	iov  syscall.Iovec
-	ctrl [32]byte // room for one control message with a 4-byte value
+	msg syscall.Msghdr
+	iov syscall.Iovec
+	// ctrl holds one control message with a 4-byte value (24 bytes on
+	// 64-bit Linux); uint64s, so that its header is aligned.
+	ctrl [4]uint64
 }
 
 // Read reads from the non-blocking socket fd into p (not empty), like Read.
@@ -41,8 +43,8 @@ func (r *InqReader) Read(fd uintptr, p []byte) (n, left int, err error) {
 	r.iov.SetLen(len(p))
 	r.msg.Iov = &r.iov
 	r.msg.Iovlen = 1
-	r.msg.Control = &r.ctrl[0]
-	r.msg.SetControllen(len(r.ctrl))
+	r.msg.Control = (*byte)(unsafe.Pointer(&r.ctrl[0]))
+	r.msg.SetControllen(int(unsafe.Sizeof(r.ctrl)))
 	r.msg.Flags = 0
 	var m uintptr
 	var errno syscall.Errno
@@ -64,13 +66,12 @@ func (r *InqReader) Read(fd uintptr, p []byte) (n, left int, err error) {
 
 // left returns the TCP_CM_INQ value of the last read, or -1.
 func (r *InqReader) left() int {
-	hdr := syscall.SizeofCmsghdr
-	if int(r.msg.Controllen) < hdr+4 || r.msg.Flags&syscall.MSG_CTRUNC != 0 {
+	if int(r.msg.Controllen) < syscall.CmsgLen(4) || r.msg.Flags&syscall.MSG_CTRUNC != 0 {
 		return -1
 	}
 	c := (*syscall.Cmsghdr)(unsafe.Pointer(&r.ctrl[0]))
-	if c.Level != syscall.IPPROTO_TCP || c.Type != tcpInq {
+	if c.Level != syscall.IPPROTO_TCP || c.Type != tcpInq || int(c.Len) < syscall.CmsgLen(4) {
 		return -1
 	}
-	return int(*(*int32)(unsafe.Pointer(&r.ctrl[syscall.CmsgLen(0)])))
+	return int(*(*int32)(unsafe.Add(unsafe.Pointer(&r.ctrl[0]), syscall.CmsgLen(0))))
 }
