@@ -637,21 +637,10 @@ func TestH1ServerShutdown(t *testing.T) {
 			}
 		})
 		t.Run("request in flight completes", func(t *testing.T) {
-			got := make(chan struct{}, 1)
-			backend := newBackend(t, func(w http.ResponseWriter, _ *http.Request) {
-				got <- struct{}{}
+			e, p := requestAtBackend(t, kind, func(w http.ResponseWriter, _ *http.Request) {
 				time.Sleep(300 * time.Millisecond)
 				_, _ = io.WriteString(w, "slow answer")
 			})
-			e := newProxyEnv(t, kind)
-			e.store(t, poolOf("web", nil, "", backendAddr(backend)))
-			p := dialProxy(t, e)
-			p.send("GET / HTTP/1.1\r\nHost: example.com\r\n\r\n")
-			select {
-			case <-got:
-			case <-time.After(reqTimeout):
-				t.Fatal("the request did not reach the backend")
-			}
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			start := time.Now()
@@ -690,32 +679,10 @@ func TestH1ServerShutdown(t *testing.T) {
 			return
 		}
 		t.Run("request in flight cut at the deadline", func(t *testing.T) {
-			got := make(chan struct{}, 1)
-			backend := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
-				got <- struct{}{}
-				select {
-				case <-r.Context().Done():
-				case <-time.After(10 * time.Second):
-				}
+			e, p := requestAtBackend(t, kind, func(w http.ResponseWriter, r *http.Request) {
+				holdUntilCancelled(r)
 			})
-			e := newProxyEnv(t, kind)
-			e.store(t, poolOf("web", nil, "", backendAddr(backend)))
-			p := dialProxy(t, e)
-			p.send("GET / HTTP/1.1\r\nHost: example.com\r\n\r\n")
-			select {
-			case <-got:
-			case <-time.After(reqTimeout):
-				t.Fatal("the request did not reach the backend")
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-			defer cancel()
-			start := time.Now()
-			if err := e.shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
-				t.Errorf("Shutdown: %v; want %v", err, context.DeadlineExceeded)
-			}
-			if d := time.Since(start); d > 2*time.Second {
-				t.Errorf("Shutdown returned after %v; want soon after its 200ms deadline", d)
-			}
+			shutdownAtDeadline(t, e)
 			// The client gets the connection closed, at most after a 502.
 			_ = p.c.SetReadDeadline(time.Now().Add(2 * time.Second))
 			b, err := io.ReadAll(p.br)
@@ -724,32 +691,17 @@ func TestH1ServerShutdown(t *testing.T) {
 			}
 		})
 		t.Run("body stalled at the backend cut at the deadline", func(t *testing.T) {
-			backend := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+			e, p := requestAtBackend(t, kind, func(w http.ResponseWriter, r *http.Request) {
 				w.Header().Set("Content-Length", "100")
 				_, _ = io.WriteString(w, "the first bytes")
 				w.(http.Flusher).Flush()
-				select {
-				case <-r.Context().Done():
-				case <-time.After(10 * time.Second):
-				}
+				holdUntilCancelled(r)
 			})
-			e := newProxyEnv(t, kind)
-			e.store(t, poolOf("web", nil, "", backendAddr(backend)))
-			p := dialProxy(t, e)
-			p.send("GET / HTTP/1.1\r\nHost: example.com\r\n\r\n")
 			resp, err := http.ReadResponse(p.br, nil)
 			if err != nil || resp.StatusCode != http.StatusOK {
 				t.Fatalf("response head: %v, %v; want 200", resp, err)
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-			defer cancel()
-			start := time.Now()
-			if err := e.shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
-				t.Errorf("Shutdown: %v; want %v", err, context.DeadlineExceeded)
-			}
-			if d := time.Since(start); d > 2*time.Second {
-				t.Errorf("Shutdown returned after %v; want soon after its 200ms deadline", d)
-			}
+			shutdownAtDeadline(t, e)
 			_ = p.c.SetReadDeadline(time.Now().Add(2 * time.Second))
 			body, err := io.ReadAll(resp.Body)
 			if string(body) != "the first bytes" || !errors.Is(err, io.ErrUnexpectedEOF) {
@@ -757,6 +709,51 @@ func TestH1ServerShutdown(t *testing.T) {
 			}
 		})
 	})
+}
+
+// requestAtBackend starts a proxy of kind in front of a backend answering
+// with h, sends it GET / and returns once the request reached the backend.
+func requestAtBackend(t *testing.T, kind serverKind, h http.HandlerFunc) (*proxyEnv, *proxyConn) {
+	t.Helper()
+	got := make(chan struct{}, 1)
+	backend := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		got <- struct{}{}
+		h(w, r)
+	})
+	e := newProxyEnv(t, kind)
+	e.store(t, poolOf("web", nil, "", backendAddr(backend)))
+	p := dialProxy(t, e)
+	p.send("GET / HTTP/1.1\r\nHost: example.com\r\n\r\n")
+	select {
+	case <-got:
+	case <-time.After(reqTimeout):
+		t.Fatal("the request did not reach the backend")
+	}
+	return e, p
+}
+
+// holdUntilCancelled blocks a backend handler until its request is
+// cancelled (the proxy gave up on it), 10 s at most.
+func holdUntilCancelled(r *http.Request) {
+	select {
+	case <-r.Context().Done():
+	case <-time.After(10 * time.Second):
+	}
+}
+
+// shutdownAtDeadline shuts e down with a 200 ms deadline while a request
+// is stuck, and checks that Shutdown reports the deadline soon after it.
+func shutdownAtDeadline(t *testing.T, e *proxyEnv) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if err := e.shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Shutdown: %v; want %v", err, context.DeadlineExceeded)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("Shutdown returned after %v; want soon after its 200ms deadline", d)
+	}
 }
 
 // headOf returns a GET head of exactly n bytes, padded with an X-Big
