@@ -266,6 +266,8 @@ func Run(ctx context.Context, cfg Config, reload <-chan struct{}) error {
 	plainProtos.SetHTTP1(true)
 	plainProtos.SetUnencryptedHTTP2(true)
 	servers := []*http.Server{newProxyServer(plainProtos)}
+	http1Only := new(http.Protocols)
+	http1Only.SetHTTP1(true)
 	adminSrv := &http.Server{
 		Handler: admin.Handler(admin.Config{NodeID: cfg.NodeID, ControlPlane: cfg.ControlPlane, Status: cc, Tables: &table,
 			Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: errLog}), LogLevel: cfg.LogLevel, Pprof: cfg.Pprof}),
@@ -313,6 +315,9 @@ func Run(ctx context.Context, cfg Config, reload <-chan struct{}) error {
 	h2servers := []*h2server.Server{h2cSrv}
 	h1srv := handler.NewH1Server(proxy.H1Config{
 		Fallback: func(c net.Conn) bool { return fallback.Deliver(h1guard.New(c)) },
+		// While draining, Fallback's server stops taking connections: a
+		// request with a body begun then is answered by a server of its own.
+		Last: func(c net.Conn) { connchan.ServeOne(newProxyServer(http1Only), h1guard.New(c)) },
 		// Requests outlive runCtx, which ends when the drain begins.
 		H2:                func(c net.Conn) bool { return h2cSrv.Start(context.WithoutCancel(runCtx), c, nil) },
 		IdleTimeout:       plainSrv.IdleTimeout,
@@ -330,9 +335,7 @@ func Run(ctx context.Context, cfg Config, reload <-chan struct{}) error {
 	if certStore != nil {
 		// The TLS listener negotiates HTTP/2 or HTTP/1.1 by ALPN; tlsMux
 		// completes handshakes so that HTTP/1.1 gets the guard too.
-		tlsProtos := new(http.Protocols)
-		tlsProtos.SetHTTP1(true)
-		tlsSrv := newProxyServer(tlsProtos)
+		tlsSrv := newProxyServer(http1Only)
 		h2srv := &h2server.Server{Handler: tlsSrv.Handler, Logger: log.Named("http2"),
 			IdleTimeout: tlsSrv.IdleTimeout, MaxHeaderListSize: uint32(tlsSrv.MaxHeaderBytes)}
 		h2servers = append(h2servers, h2srv)

@@ -29,6 +29,14 @@ type H1Config struct {
 	// preface again through the connection it is given; it reports false
 	// when it cannot.
 	H2 func(net.Conn) bool
+	// Last, if set, serves the request begun on a connection when the
+	// server is draining and the request is one Fallback would have
+	// served (a body, an upgrade...), with its first bytes still to be
+	// read: it answers that one request, with Connection: close, and
+	// returns once the connection is closed (Fallback, shutting down at
+	// the same time, may no longer take it). Without Last such a
+	// connection is closed unanswered.
+	Last func(net.Conn)
 	// IdleTimeout closes a keep-alive connection idle this long. Default
 	// 120s.
 	IdleTimeout time.Duration
@@ -141,7 +149,9 @@ func (s *H1Server) untrack(c *h1conn) {
 // Shutdown stops accepting, closes idle connections, and waits for the
 // others to finish their request in flight (answered with Connection:
 // close) until ctx is done; then it closes them and returns ctx's error.
-// Connections already handed to Fallback are Fallback's to drain.
+// A request in flight that Fallback would serve goes to Last (see
+// H1Config), and counts as in flight. Connections already handed to
+// Fallback are Fallback's to drain.
 func (s *H1Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.draining.Store(true)
@@ -213,8 +223,11 @@ type h1conn struct {
 	clientIP string
 	state    atomic.Int32
 	aborted  atomic.Bool // by Shutdown: its deadlines stay in the past
-	deadline time.Time   // the read deadline in force
-	headAt   time.Time   // when the head being read began to arrive
+	// last says the connection went to Last: Shutdown closes it at its
+	// deadline, since Last's server sets deadlines of its own.
+	last     atomic.Bool
+	deadline time.Time // the read deadline in force
+	headAt   time.Time // when the head being read began to arrive
 
 	// inFlightSince is when the request being served began (Unix ns; 0:
 	// none); the watcher looks at connections whose request takes long.
@@ -414,8 +427,8 @@ func (c *h1conn) abort() {
 	c.aborted.Store(true) // before the deadline: setReadDeadline must not undo it
 	_ = c.nc.SetDeadline(time.Unix(1, 0))
 	c.cutWait()
-	if c.raw == nil {
-		c.nc.Close() // no read holds it (see loop)
+	if c.raw == nil || c.last.Load() {
+		c.nc.Close() // no read holds it (see loop and serveLast)
 	}
 }
 
@@ -429,19 +442,19 @@ func (c *h1conn) closeIfIdle() {
 	}
 }
 
-// handOver gives the connection, with what was read of it, to Fallback.
+// handOver gives the connection, with what was read of it, to Fallback;
+// while the server drains, the request begun on it goes to Last instead.
 func (c *h1conn) handOver() {
-	if c.s.draining.Load() {
-		c.release()
-		c.nc.Close()
-		return
-	}
 	var prefix []byte
 	if len(c.in) > 0 {
 		prefix = bytes.Clone(c.in)
 	}
 	c.in = c.in[:0]
 	c.release()
+	if c.s.draining.Load() {
+		c.serveLast(prefix)
+		return
+	}
 	if len(prefix) > 0 && len(prefix) < len(h2Preface) && bytes.HasPrefix(h2Preface, prefix) {
 		// The preface's first line reads as a whole head: read the rest
 		// of the preface, so that the connection goes where h2c goes.
@@ -457,7 +470,8 @@ func (c *h1conn) handOver() {
 	}
 	pc := &prefixConn{Conn: c.nc, prefix: prefix}
 	take := c.s.cfg.Fallback
-	if bytes.HasPrefix(prefix, h2Preface) {
+	h2 := bytes.HasPrefix(prefix, h2Preface)
+	if h2 {
 		pc.h2 = bufio.NewReaderSize(prefixReader{pc}, h2ReadBuffer)
 		if c.s.cfg.H2 != nil {
 			take = c.s.cfg.H2 // which gathers its writes itself
@@ -465,9 +479,27 @@ func (c *h1conn) handOver() {
 			pc.Conn = coalesce.New(c.nc)
 		}
 	}
-	if c.s.draining.Load() || !take(pc) {
-		pc.Close() // through the write gatherer, if any, which stops then
+	if !c.s.draining.Load() && take(pc) {
+		return
 	}
+	if h2 {
+		pc.Close() // through the write gatherer, if any, which stops then
+		return
+	}
+	c.serveLast(prefix) // the server began to drain meanwhile
+}
+
+// serveLast has Last answer the request whose first bytes are prefix, or
+// closes the connection when there is no Last or no request. A new
+// HTTP/2 connection (h2c) is closed: it has sent no request yet.
+func (c *h1conn) serveLast(prefix []byte) {
+	c.last.Store(true) // before looking at aborted: see abort
+	if c.s.cfg.Last == nil || len(prefix) == 0 || c.aborted.Load() ||
+		bytes.HasPrefix(prefix, h2Preface[:min(len(prefix), len(h2Preface))]) {
+		c.nc.Close()
+		return
+	}
+	c.s.cfg.Last(&prefixConn{Conn: c.nc, prefix: prefix})
 }
 
 // prefixConn is a connection whose first bytes were already read.

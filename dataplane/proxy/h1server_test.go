@@ -708,7 +708,93 @@ func TestH1ServerShutdown(t *testing.T) {
 				t.Errorf("body: %q, %v; want %q cut short (unexpected EOF)", body, err, "the first bytes")
 			}
 		})
+		t.Run("request with a body begun before the drain is answered", func(t *testing.T) {
+			e, p, done := bodyDuringDrain(t, func(w http.ResponseWriter, r *http.Request) {
+				b, _ := io.ReadAll(r.Body)
+				_, _ = io.WriteString(w, "got "+string(b))
+			}, 5*time.Second)
+			resp, body := p.read(http.MethodPost)
+			if resp.StatusCode != http.StatusOK || string(body) != "got hello" {
+				t.Errorf("status %d body %q; want 200 %q", resp.StatusCode, body, "got hello")
+			}
+			if !resp.Close {
+				t.Errorf("response without Connection: close (header %v): it must say the connection ends", resp.Header)
+			}
+			p.wantClosed()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Shutdown: %v, want nil", err)
+				}
+			case <-time.After(reqTimeout):
+				t.Fatal("Shutdown did not return")
+			}
+			e.wantFallbacks(t, 0)
+			if n := e.lasts.Load(); n != 1 {
+				t.Errorf("%d connections went to Last, want 1", n)
+			}
+		})
+		t.Run("request with a body begun before the drain cut at the deadline", func(t *testing.T) {
+			start := time.Now()
+			_, p, done := bodyDuringDrain(t, func(w http.ResponseWriter, r *http.Request) {
+				if r.Method == http.MethodPost {
+					_, _ = io.ReadAll(r.Body)
+					holdUntilCancelled(r)
+				}
+			}, 300*time.Millisecond)
+			select {
+			case err := <-done:
+				if !errors.Is(err, context.DeadlineExceeded) {
+					t.Errorf("Shutdown: %v; want %v", err, context.DeadlineExceeded)
+				}
+				if d := time.Since(start); d > 3*time.Second {
+					t.Errorf("Shutdown returned after %v; want soon after its 300ms deadline", d)
+				}
+			case <-time.After(reqTimeout):
+				t.Fatal("Shutdown did not return")
+			}
+			_ = p.c.SetReadDeadline(time.Now().Add(2 * time.Second))
+			b, err := io.ReadAll(p.br)
+			if err != nil || len(b) > 0 && !strings.HasPrefix(string(b), "HTTP/1.1 502 ") {
+				t.Errorf("after Shutdown's deadline: read %q, %v; want the connection closed", b, err)
+			}
+		})
 	})
+}
+
+// bodyDuringDrain starts an H1Server in front of a backend answering with
+// h, begins a POST on a kept connection, starts Shutdown with a deadline
+// of wait and, once the server is draining, sends the rest of the request
+// (a 5-byte body). done receives Shutdown's result.
+func bodyDuringDrain(t *testing.T, h http.HandlerFunc, wait time.Duration) (e *proxyEnv, p *proxyConn, done chan error) {
+	t.Helper()
+	backend := newBackend(t, h)
+	e = newProxyEnv(t, h1Server)
+	e.store(t, poolOf("web", nil, "", backendAddr(backend)))
+	p = dialProxy(t, e)
+	if resp, _ := p.get("/first"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("first request: status %d, want 200", resp.StatusCode)
+	}
+	p.send("POST /x HTTP/1.1\r\nHost: example.com\r\n")
+	time.Sleep(100 * time.Millisecond) // the server reads the first bytes
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	t.Cleanup(cancel)
+	done = make(chan error, 1)
+	go func() { done <- e.shutdown(ctx) }()
+	// Shutdown closes the listener once it drains: new connections fail.
+	for i := 0; ; i++ {
+		c, err := net.DialTimeout("tcp", e.addr(), time.Second)
+		if err != nil {
+			break
+		}
+		c.Close()
+		if i == 100 {
+			t.Fatal("the listener still accepts 1s after Shutdown began")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	p.send("Content-Length: 5\r\n\r\nhello")
+	return e, p, done
 }
 
 // requestAtBackend starts a proxy of kind in front of a backend answering

@@ -87,7 +87,9 @@ type proxyEnv struct {
 	h1  *proxy.H1Server // nil for netHTTP
 	// fallbacks counts connections h1 handed over to net/http.
 	fallbacks atomic.Int64
-	client    *http.Client // test → proxy
+	// lasts counts connections h1 gave to Last while draining.
+	lasts  atomic.Int64
+	client *http.Client // test → proxy
 	// served is closed when the servers' Serve calls have returned.
 	served chan struct{}
 }
@@ -113,15 +115,21 @@ func newProxyEnv(t testing.TB, kind serverKind, opts ...envOption) *proxyEnv {
 	e.lis = lis
 	e.url = "http://" + lis.Addr().String()
 	// As the data plane configures its proxy servers.
-	e.srv = &http.Server{
-		Handler:           e.handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    h1guard.MaxHeadBytes,
-		ConnContext:       h1guard.WithConn,
-		ErrorLog:          log.New(io.Discard, "", 0),
+	newServer := func() *http.Server {
+		return &http.Server{
+			Handler:           e.handler,
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       120 * time.Second,
+			MaxHeaderBytes:    h1guard.MaxHeadBytes,
+			ConnContext:       h1guard.WithConn,
+			ErrorLog:          log.New(io.Discard, "", 0),
+		}
 	}
-	var h1cfg proxy.H1Config
+	e.srv = newServer()
+	h1cfg := proxy.H1Config{Last: func(c net.Conn) {
+		e.lasts.Add(1)
+		connchan.ServeOne(newServer(), h1guard.New(c))
+	}}
 	for _, o := range opts {
 		o(e.srv, &h1cfg)
 	}
