@@ -197,17 +197,25 @@ func checkRequestLine(l []byte) (method, target, version []byte, reason string) 
 // CheckField validates one "name: value" line and returns the name and the
 // value without surrounding whitespace.
 func CheckField(l []byte) (name, value []byte, reason string) {
-	colon := bytes.IndexByte(l, ':')
-	if colon <= 0 {
+	// One pass over the name up to the colon, one over the value.
+	colon := 0
+	for colon < len(l) && tokenChars[l[colon]] {
+		colon++
+	}
+	if colon == 0 || colon == len(l) || l[colon] != ':' {
+		if c := bytes.IndexByte(l, ':'); c > 0 {
+			return nil, nil, quoted("invalid header name", l[:c])
+		}
 		return nil, nil, "header line without a name and colon"
 	}
 	name = l[:colon]
-	for _, b := range name {
-		if !IsTokenChar(b) {
-			return nil, nil, quoted("invalid header name", name)
-		}
+	value = l[colon+1:]
+	for len(value) > 0 && (value[0] == ' ' || value[0] == '\t') {
+		value = value[1:]
 	}
-	value = bytes.Trim(l[colon+1:], " \t")
+	for len(value) > 0 && (value[len(value)-1] == ' ' || value[len(value)-1] == '\t') {
+		value = value[:len(value)-1]
+	}
 	for _, b := range value {
 		if b < 0x20 && b != '\t' || b == 0x7f {
 			return nil, nil, quoted("invalid character in the value of header", name)

@@ -103,7 +103,9 @@ func (h *Handler) tryBackends(client errSource, pool *routing.Pool, key uint64, 
 		st.Stats.UpstreamRequests.Add(1)
 		status, err := try(idx)
 		if err == nil {
-			pool.Stats.Upstream.Observe(time.Since(now))
+			d := time.Since(now)
+			o.answered = now.Add(d) // time.Now, for one reading of the clock
+			pool.Stats.Upstream.Observe(d)
 			if status >= 500 {
 				h.recordFailure(pool, idx, "status "+strconv.Itoa(status))
 			} else {

@@ -12,7 +12,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 	"unsafe"
 
@@ -34,13 +33,15 @@ type h1exchange struct {
 	big []byte
 }
 
-// maxOutKeep is the largest out buffer kept in the pool.
+// maxOutKeep is the largest out buffer an h1work keeps for the next request.
 const maxOutKeep = 16 << 10
 
-var h1Exchanges = sync.Pool{New: func() any {
-	return &h1exchange{out: make([]byte, 0, 4096), req: h1wire.Head{Fields: make([]h1wire.Field, 0, 24)},
-		resp: h1wire.Response{Fields: make([]h1wire.Field, 0, 24)}}
-}}
+// init gives x its buffers.
+func (x *h1exchange) init() {
+	x.out = make([]byte, 0, 4096)
+	x.req.Fields = make([]h1wire.Field, 0, 24)
+	x.resp.Fields = make([]h1wire.Field, 0, 24)
+}
 
 // maxResponseHead bounds a response head from a backend (net/http's
 // default too).
@@ -51,11 +52,11 @@ const maxResponseHead = 1 << 20
 // serves (see H1Server); keep says the connection stays open for more.
 func (c *h1conn) serveRequest(head []byte) (keep bool, err error) {
 	h := c.s.h
-	x := h1Exchanges.Get().(*h1exchange)
+	x := &c.work.x // head is in c.work's buffer
 	defer func() {
 		x.big = nil
-		if cap(x.out) <= maxOutKeep {
-			h1Exchanges.Put(x)
+		if cap(x.out) > maxOutKeep {
+			x.out = make([]byte, 0, 4096)
 		}
 	}()
 	rq := &x.req
@@ -525,7 +526,7 @@ func (c *h1conn) relay(x *h1exchange, o *outcome, up *upstream.H1Pool, uc *upstr
 		// or the server began to drain while the backend worked.
 		closing = true
 	}
-	x.out = appendResponseHead(x.out[:0], resp, chunked, closing)
+	x.out = appendResponseHead(x.out[:0], resp, chunked, closing, o.answered)
 	x.discardHead(br, head)
 	u := upstreamRelease{pool: up, conn: uc, addr: o.pool.Backends[o.backend].Address, reusable: !resp.Close && (chunked || length >= 0)}
 	if chunked || length < 0 || int64(br.Buffered()) < length {
@@ -616,9 +617,10 @@ func (c *h1conn) write(b []byte) error {
 
 // appendResponseHead appends the head sent to the client: the backend's
 // status line (as HTTP/1.1) and fields without hop-by-hop ones (chunked
-// framing kept as it is relayed), with a Date when the backend gave none
-// and Connection: close when the connection ends after this response.
-func appendResponseHead(b []byte, resp *h1wire.Response, chunked, closing bool) []byte {
+// framing kept as it is relayed), with a Date (now, a recent reading of the
+// clock) when the backend gave none and Connection: close when the
+// connection ends after this response.
+func appendResponseHead(b []byte, resp *h1wire.Response, chunked, closing bool, now time.Time) []byte {
 	b = append(b, "HTTP/1.1 "...)
 	b = strconv.AppendInt(b, int64(resp.Status), 10)
 	b = append(b, ' ')
@@ -653,7 +655,10 @@ func appendResponseHead(b []byte, resp *h1wire.Response, chunked, closing bool) 
 	}
 	if !resp.HasDate {
 		b = append(b, "Date: "...)
-		b = h1wire.AppendDate(b, time.Now())
+		if now.IsZero() {
+			now = time.Now()
+		}
+		b = h1wire.AppendDate(b, now)
 		b = append(b, "\r\n"...)
 	}
 	if closing {

@@ -196,8 +196,19 @@ const (
 // head served here (larger ones go to Fallback, up to h1guard's limit).
 const h1BufSize = 4096
 
-// h1Bufs holds read buffers of connections that are not idle.
-var h1Bufs = sync.Pool{New: func() any { return new([h1BufSize]byte) }}
+// h1work is what a connection holds while it is not idle: its read buffer
+// and what serving a request takes, from one pool.
+type h1work struct {
+	buf [h1BufSize]byte
+	x   h1exchange
+}
+
+// h1Works holds the h1work of connections that are idle.
+var h1Works = sync.Pool{New: func() any {
+	w := new(h1work)
+	w.x.init()
+	return w
+}}
 
 // h1conn is one client connection.
 type h1conn struct {
@@ -238,7 +249,8 @@ type h1conn struct {
 	upstream *upstream.H1Conn // the connection a response is awaited on
 	gone     bool             // the client closed (or half-closed) meanwhile
 
-	buf     *[h1BufSize]byte // holds in; nil while idle
+	work    *h1work          // nil while idle
+	buf     *[h1BufSize]byte // work's buffer, which holds in
 	in      []byte           // bytes read and not yet consumed
 	scanned int              // bytes of in searched for the end of a head
 	served  int              // requests served on this connection
@@ -396,11 +408,12 @@ func (c *h1conn) consume(n int) {
 	}
 }
 
-// release returns the read buffer once nothing in it is needed.
+// release returns the read buffer (the connection's h1work) once nothing
+// in it is needed.
 func (c *h1conn) release() {
-	if c.buf != nil && len(c.in) == 0 {
-		h1Bufs.Put(c.buf)
-		c.buf, c.in = nil, nil
+	if c.work != nil && len(c.in) == 0 {
+		h1Works.Put(c.work)
+		c.work, c.buf, c.in = nil, nil, nil
 	}
 }
 
@@ -601,6 +614,15 @@ func (c *h1conn) received(wasIdle bool) error {
 	return nil
 }
 
+// clockStart anchors monotonicNow.
+var clockStart = time.Now()
+
+// monotonicNow is time.Now from one reading of the clock (time.Now takes
+// two: the wall clock and the monotonic one), for deadlines and durations.
+// Its wall clock is clockStart's advanced by the monotonic clock, so it
+// is not for display: it misses any change to the system clock.
+func monotonicNow() time.Time { return clockStart.Add(time.Since(clockStart)) }
+
 // setReadDeadline keeps the read deadline at the idle timeout while no
 // request is arriving and at the head timeout, counted from the head's
 // first bytes, while one is. Deadlines move only when off by a second or
@@ -609,7 +631,7 @@ func (c *h1conn) setReadDeadline() error {
 	if c.aborted.Load() {
 		return errAborted
 	}
-	now := time.Now()
+	now := monotonicNow()
 	var want time.Time
 	if len(c.in) == 0 {
 		want = now.Add(c.s.cfg.IdleTimeout)
@@ -644,10 +666,11 @@ func (c *h1conn) compact() {
 	}
 }
 
-// take gets a read buffer if the connection holds none.
+// take gets a read buffer (an h1work) if the connection holds none.
 func (c *h1conn) take() {
-	if c.buf == nil {
-		c.buf = h1Bufs.Get().(*[h1BufSize]byte)
+	if c.work == nil {
+		c.work = h1Works.Get().(*h1work)
+		c.buf = &c.work.buf
 		c.in = c.buf[:0]
 	}
 }

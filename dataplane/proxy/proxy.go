@@ -120,6 +120,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // outcome is what became of one request, for metrics and the access log.
 type outcome struct {
 	start time.Time
+	// answered is when the response head came from the backend (zero:
+	// none did).
+	answered time.Time
 	// host (the client's Host, before any rewrite), method, client
 	// (host:port), path and proto describe the request.
 	host, method, client, path, proto string

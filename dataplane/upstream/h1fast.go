@@ -49,9 +49,12 @@ type hostConns struct {
 // with Get writes to it directly and reads through Reader.
 type H1Conn struct {
 	net.Conn
-	br        *bufio.Reader
-	bw        *bufio.Writer
-	idleSince time.Time
+	br *bufio.Reader
+	bw *bufio.Writer
+	// home holds the backend's idle connections, once c was put back.
+	home *hostConns
+	// idleSince is when c was last put back, as a reading of sinceStart.
+	idleSince time.Duration
 
 	// raw and peekFn peek at the socket without blocking (see quiet);
 	// made once per connection so that the check allocates nothing.
@@ -159,6 +162,13 @@ func SafeToRepeat(method string) bool {
 	return false
 }
 
+// start is a reading of the clock for sinceStart.
+var start = time.Now()
+
+// sinceStart reads the monotonic clock alone (time.Now reads the wall
+// clock too), for the idle times of connections.
+func sinceStart() time.Duration { return time.Since(start) }
+
 // quietCheckAfter is how long a connection must have been idle before Get
 // checks it for a close or a stray answer when the request may be repeated.
 // A backend closes idle connections (perhaps with a 408 first) after its
@@ -185,7 +195,7 @@ func (f *H1Pool) Get(ctx context.Context, addr string, repeatable bool) (*H1Conn
 			h.idle[n-1] = nil
 			h.idle = h.idle[:n-1]
 			h.mu.Unlock()
-			idle := time.Since(c.idleSince)
+			idle := sinceStart() - c.idleSince
 			if idle < f.idleTimeout && (repeatable && idle < quietCheckAfter || c.quiet()) {
 				return c, true, nil
 			}
@@ -244,15 +254,20 @@ func (c *H1Conn) quiet() bool {
 	return c.peekN < 0 && errors.Is(c.peekErr, syscall.EAGAIN)
 }
 
-// Put keeps c for reuse, or closes it when the backend has enough idle.
-// Connections idle longer than the idle timeout are closed by a timer.
+// Put keeps c, which Get returned for addr, for reuse, or closes it when
+// the backend has enough idle. Connections idle longer than the idle
+// timeout are closed by a timer.
 func (f *H1Pool) Put(addr string, c *H1Conn) {
-	hv, ok := f.hosts.Load(addr)
-	if !ok {
-		hv, _ = f.hosts.LoadOrStore(addr, new(hostConns))
+	h := c.home
+	if h == nil {
+		hv, ok := f.hosts.Load(addr)
+		if !ok {
+			hv, _ = f.hosts.LoadOrStore(addr, new(hostConns))
+		}
+		h = hv.(*hostConns)
+		c.home = h
 	}
-	h := hv.(*hostConns)
-	c.idleSince = time.Now()
+	c.idleSince = sinceStart()
 	h.mu.Lock()
 	if len(h.idle) < f.maxIdle {
 		h.idle = append(h.idle, c)
@@ -269,16 +284,16 @@ func (f *H1Pool) Put(addr string, c *H1Conn) {
 // sweep closes h's connections that have been idle for the idle timeout,
 // and comes back when the next one will have been.
 func (f *H1Pool) sweep(h *hostConns) {
-	now := time.Now()
+	now := sinceStart()
 	h.mu.Lock()
 	i := 0
-	for i < len(h.idle) && now.Sub(h.idle[i].idleSince) >= f.idleTimeout {
+	for i < len(h.idle) && now-h.idle[i].idleSince >= f.idleTimeout {
 		i++
 	}
 	expired := slices.Clone(h.idle[:i])
 	h.idle = slices.Delete(h.idle, 0, i)
 	if len(h.idle) > 0 {
-		h.sweep.Reset(f.idleTimeout - now.Sub(h.idle[0].idleSince))
+		h.sweep.Reset(f.idleTimeout - (now - h.idle[0].idleSince))
 	} else {
 		h.sweep = nil
 	}
