@@ -12,11 +12,13 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 	"unsafe"
 
 	"github.com/lb-project/lb/dataplane/h1wire"
 	"github.com/lb-project/lb/dataplane/routing"
+	"github.com/lb-project/lb/dataplane/sockio"
 	"github.com/lb-project/lb/dataplane/upstream"
 )
 
@@ -601,15 +603,28 @@ type clientWriteError struct{ err error }
 func (e *clientWriteError) Error() string { return "write to client: " + e.err.Error() }
 func (e *clientWriteError) Unwrap() error { return e.err }
 
-// write sends b to the client.
+// write sends b to the client: inside the read step, with one system
+// call when the socket takes it all, as it does unless a large response
+// fills its buffer; what is left waits for room through c.w, under the
+// write deadline.
 func (c *h1conn) write(b []byte) error {
-	var err error
-	if c.w != nil {
-		_, err = c.w.Write(b)
-	} else {
-		_, err = c.nc.Write(b)
+	if c.w == nil {
+		if _, err := c.nc.Write(b); err != nil {
+			return &clientWriteError{err}
+		}
+		return nil
 	}
-	if err != nil {
+	if c.inStep && !c.aborted.Load() {
+		n, err := sockio.Write(c.fd, b)
+		switch {
+		case err == nil && n == len(b):
+			return nil
+		case err != nil && err != syscall.EAGAIN:
+			return &clientWriteError{err}
+		}
+		b = b[n:]
+	}
+	if _, err := c.w.Write(b); err != nil {
 		return &clientWriteError{err}
 	}
 	return nil

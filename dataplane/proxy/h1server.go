@@ -229,6 +229,10 @@ type h1conn struct {
 	err      error // why step ended the connection
 	// w writes to the socket directly (nil: through nc).
 	w *sockio.Conn
+	// fd is the socket's descriptor while inStep: the read step holds the
+	// descriptor open, so that a write can go straight to it.
+	fd     uintptr
+	inStep bool
 
 	client   string // remote host:port
 	clientIP string
@@ -291,6 +295,7 @@ func (c *h1conn) serve() {
 		if err = c.raw.Read(c.stepFn); err == nil {
 			err = c.err
 		}
+		c.inStep = false // the descriptor is no longer held
 	} else {
 		err = c.loop()
 	}
@@ -316,6 +321,7 @@ func (c *h1conn) serve() {
 // asked for may have stopped at the client's FIN, which nothing would
 // signal again.
 func (c *h1conn) step(fd uintptr) bool {
+	c.fd, c.inStep = fd, true
 	for {
 		if err := c.serveBuffered(); err != nil {
 			c.err = err

@@ -182,6 +182,48 @@ func pathBackend(t testing.TB) string {
 	}))
 }
 
+// TestH1ServerLargeBodySlowReader relays 8 MiB bodies to a client that
+// reads only after a pause: the proxy's writes find the socket full (the
+// kernel buffers far less) and wait for room.
+func TestH1ServerLargeBodySlowReader(t *testing.T) {
+	const size = 8 << 20
+	payload := make([]byte, size)
+	for i := range payload {
+		payload[i] = byte('a' + i%26 + i/4096%7)
+	}
+	backend := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/again":
+			_, _ = io.WriteString(w, "again")
+			return
+		case "/chunked":
+			for b := payload; len(b) > 0; b = b[min(len(b), 100<<10):] {
+				_, _ = w.Write(b[:min(len(b), 100<<10)])
+				w.(http.Flusher).Flush()
+			}
+			return
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(size))
+		_, _ = w.Write(payload)
+	})
+	forEachServer(t, func(t *testing.T, kind serverKind) {
+		e := newProxyEnv(t, kind)
+		e.store(t, poolOf("web", nil, "", backendAddr(backend)))
+		for _, path := range []string{"/length", "/chunked"} {
+			p := dialProxy(t, e)
+			p.send("GET " + path + " HTTP/1.1\r\nHost: example.com\r\n\r\n")
+			time.Sleep(200 * time.Millisecond) // the proxy fills the socket
+			resp, body := p.read(http.MethodGet)
+			if resp.StatusCode != http.StatusOK || !bytes.Equal(body, payload) {
+				t.Errorf("GET %s: status %d, %d body bytes (equal: %v); want 200 and the %d bytes sent",
+					path, resp.StatusCode, len(body), bytes.Equal(body, payload), size)
+			}
+			p.wantOpen("again")
+		}
+		e.wantFallbacks(t, 0)
+	})
+}
+
 func TestH1ServerPipelining(t *testing.T) {
 	forEachServer(t, func(t *testing.T, kind serverKind) {
 		e := newProxyEnv(t, kind)
