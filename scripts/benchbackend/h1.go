@@ -48,8 +48,10 @@ type h1Server struct {
 	badReq   response
 	tooLong  response
 
-	// Requests and Conns count requests answered and connections accepted.
+	// Requests and Conns count requests answered and connections accepted;
+	// fastRequests the requests answered from the socket (see fastConn).
 	Requests, Conns atomic.Int64
+	fastRequests    atomic.Int64
 
 	mu     sync.Mutex            // guards conns and closed
 	conns  map[net.Conn]struct{} // open connections, closed by Close
@@ -119,7 +121,15 @@ func (s *h1Server) serveConn(c net.Conn) {
 		s.mu.Unlock()
 		s.wg.Done()
 	}()
-	br := bufio.NewReaderSize(c, maxHead)
+	rest, done := s.serveFast(c)
+	if done {
+		return
+	}
+	var r io.Reader = c
+	if len(rest) > 0 {
+		r = io.MultiReader(bytes.NewReader(rest), c)
+	}
+	br := bufio.NewReaderSize(r, maxHead)
 	bw := bufio.NewWriterSize(c, 16<<10)
 	for {
 		resp, head, closeAfter, err := s.readRequest(br)

@@ -115,3 +115,47 @@ func TestH1ServesNetHTTPClient(t *testing.T) {
 		t.Errorf("3 requests used %d connections, want 1 (keep-alive)", n)
 	}
 }
+
+// TestH1FastPath checks that the common request is answered from the
+// socket, one at a time with pauses between (the connection waits between
+// them) and pipelined, and that a request with a body on the same
+// connection goes on to the bufio loop, answered in order.
+func TestH1FastPath(t *testing.T) {
+	addr, s := startH1(t)
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = c.Close() }()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(c)
+	read := func(method string, wantLen int) {
+		t.Helper()
+		resp, err := http.ReadResponse(br, &http.Request{Method: method})
+		if err != nil {
+			t.Fatalf("read response: %v", err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		if err != nil || resp.StatusCode != http.StatusOK || len(b) != wantLen {
+			t.Fatalf("status %d, %d body bytes, %v; want 200, %d", resp.StatusCode, len(b), err, wantLen)
+		}
+	}
+	for range 3 {
+		time.Sleep(20 * time.Millisecond)
+		if _, err := io.WriteString(c, "GET /small?x=1 HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		read(http.MethodGet, 64)
+	}
+	if _, err := io.WriteString(c, "GET /large HTTP/1.1\r\nHost: x\r\n\r\nHEAD /small HTTP/1.1\r\nHost: x\r\n\r\n"+
+		"POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcGET /small HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	read(http.MethodGet, 64<<10)
+	read(http.MethodHead, 0)
+	read(http.MethodPost, 64)
+	read(http.MethodGet, 64)
+	if n, fast := s.Requests.Load(), s.fastRequests.Load(); n != 7 || fast != 5 {
+		t.Errorf("%d requests answered, %d from the socket; want 7 and 5 (not the POST nor the GET after it)", n, fast)
+	}
+}
