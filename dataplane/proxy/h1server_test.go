@@ -165,6 +165,20 @@ func (p *proxyConn) wantClosed() {
 	}
 }
 
+// wantLast reads the last response on the connection, to a request of
+// method: 200 with body want and Connection: close; then the close.
+func (p *proxyConn) wantLast(method, want string) {
+	p.t.Helper()
+	resp, body := p.read(method)
+	if resp.StatusCode != http.StatusOK || string(body) != want {
+		p.t.Errorf("status %d body %q; want 200 %q", resp.StatusCode, body, want)
+	}
+	if !resp.Close {
+		p.t.Errorf("response without Connection: close (header %v): it must say the connection ends", resp.Header)
+	}
+	p.wantClosed()
+}
+
 // wantOpen checks that the proxy kept the connection open: it serves
 // another GET on it.
 func (p *proxyConn) wantOpen(wantBody string) {
@@ -694,14 +708,7 @@ func TestH1ServerShutdown(t *testing.T) {
 				t.Errorf("Shutdown returned %v while a request was in flight", err)
 			default:
 			}
-			resp, body := p.read(http.MethodGet)
-			if resp.StatusCode != http.StatusOK || string(body) != "slow answer" {
-				t.Errorf("status %d body %q; want 200 %q", resp.StatusCode, body, "slow answer")
-			}
-			if !resp.Close {
-				t.Errorf("response without Connection: close (header %v): it must say the connection ends", resp.Header)
-			}
-			p.wantClosed()
+			p.wantLast(http.MethodGet, "slow answer")
 			select {
 			case err := <-done:
 				if err != nil {
@@ -755,14 +762,7 @@ func TestH1ServerShutdown(t *testing.T) {
 				b, _ := io.ReadAll(r.Body)
 				_, _ = io.WriteString(w, "got "+string(b))
 			}, 5*time.Second)
-			resp, body := p.read(http.MethodPost)
-			if resp.StatusCode != http.StatusOK || string(body) != "got hello" {
-				t.Errorf("status %d body %q; want 200 %q", resp.StatusCode, body, "got hello")
-			}
-			if !resp.Close {
-				t.Errorf("response without Connection: close (header %v): it must say the connection ends", resp.Header)
-			}
-			p.wantClosed()
+			p.wantLast(http.MethodPost, "got hello")
 			select {
 			case err := <-done:
 				if err != nil {
