@@ -317,7 +317,9 @@ func Run(ctx context.Context, cfg Config, reload <-chan struct{}) error {
 		Fallback: func(c net.Conn) bool { return fallback.Deliver(h1guard.New(c)) },
 		// While draining, Fallback's server stops taking connections: a
 		// request with a body begun then is answered by a server of its own.
-		Last: func(c net.Conn) { connchan.ServeOne(newProxyServer(http1Only), h1guard.New(c)) },
+		Last: func(ctx context.Context, c net.Conn) {
+			connchan.ServeOne(ctx, newProxyServer(http1Only), h1guard.New(c))
+		},
 		// Requests outlive runCtx, which ends when the drain begins.
 		H2:                func(c net.Conn) bool { return h2cSrv.Start(context.WithoutCancel(runCtx), c, nil) },
 		IdleTimeout:       plainSrv.IdleTimeout,

@@ -5,6 +5,7 @@
 package connchan
 
 import (
+	"context"
 	"net"
 	"net/http"
 	"sync"
@@ -55,12 +56,15 @@ func (l *Listener) Addr() net.Addr { return l.addr }
 
 // ServeOne serves c, and nothing else, with srv, whose keep-alives it turns
 // off: srv answers one request, saying Connection: close, and closes c.
-// It returns once c is closed, or hijacked (its new owner then closes it).
-// srv must be new, and serves nothing else; ServeOne sets its ConnState.
-func ServeOne(srv *http.Server, c net.Conn) {
+// The request's context is ctx's child: cancelling ctx abandons it. It
+// returns once c is closed, or hijacked (its new owner then closes it).
+// srv must be new, and serves nothing else; ServeOne sets its ConnState
+// and BaseContext.
+func ServeOne(ctx context.Context, srv *http.Server, c net.Conn) {
 	l := &Listener{addr: c.LocalAddr(), conns: make(chan net.Conn, 1), done: make(chan struct{})}
 	l.conns <- c
 	srv.SetKeepAlivesEnabled(false)
+	srv.BaseContext = func(net.Listener) context.Context { return ctx }
 	srv.ConnState = func(_ net.Conn, s http.ConnState) {
 		if s == http.StateClosed || s == http.StateHijacked {
 			l.Close() // Serve returns: it has no other connection

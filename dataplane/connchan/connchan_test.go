@@ -2,6 +2,7 @@ package connchan_test
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -73,7 +74,7 @@ func TestServeOne(t *testing.T) {
 	})}
 	returned := make(chan struct{})
 	go func() {
-		connchan.ServeOne(srv, server)
+		connchan.ServeOne(context.Background(), srv, server)
 		close(returned)
 	}()
 	if _, err := io.WriteString(client, "GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {

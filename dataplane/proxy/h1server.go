@@ -34,9 +34,10 @@ type H1Config struct {
 	// served (a body, an upgrade...), with its first bytes still to be
 	// read: it answers that one request, with Connection: close, and
 	// returns once the connection is closed (Fallback, shutting down at
-	// the same time, may no longer take it). Without Last such a
-	// connection is closed unanswered.
-	Last func(net.Conn)
+	// the same time, may no longer take it). ctx is cancelled when
+	// Shutdown's deadline passes: the request is abandoned then. Without
+	// Last such a connection is closed unanswered.
+	Last func(ctx context.Context, c net.Conn)
 	// IdleTimeout closes a keep-alive connection idle this long. Default
 	// 120s.
 	IdleTimeout time.Duration
@@ -239,10 +240,12 @@ type h1conn struct {
 	state    atomic.Int32
 	aborted  atomic.Bool // by Shutdown: its deadlines stay in the past
 	// last says the connection went to Last: Shutdown closes it at its
-	// deadline, since Last's server sets deadlines of its own.
-	last     atomic.Bool
-	deadline time.Time // the read deadline in force
-	headAt   time.Time // when the head being read began to arrive
+	// deadline, since Last's server sets deadlines of its own, and
+	// cancels the request with lastCancel (set before last).
+	last       atomic.Bool
+	lastCancel context.CancelFunc
+	deadline   time.Time // the read deadline in force
+	headAt     time.Time // when the head being read began to arrive
 
 	// inFlightSince is when the request being served began (Unix ns; 0:
 	// none); the watcher looks at connections whose request takes long.
@@ -446,8 +449,14 @@ func (c *h1conn) abort() {
 	c.aborted.Store(true) // before the deadline: setReadDeadline must not undo it
 	_ = c.nc.SetDeadline(time.Unix(1, 0))
 	c.cutWait()
-	if c.raw == nil || c.last.Load() {
+	last := c.last.Load()
+	if c.raw == nil || last {
 		c.nc.Close() // no read holds it (see loop and serveLast)
+	}
+	if last {
+		// Closing the connection does not stop a handler whose backend
+		// takes no more of the body; cancelling its request does.
+		c.lastCancel()
 	}
 }
 
@@ -512,13 +521,16 @@ func (c *h1conn) handOver() {
 // closes the connection when there is no Last or no request. A new
 // HTTP/2 connection (h2c) is closed: it has sent no request yet.
 func (c *h1conn) serveLast(prefix []byte) {
-	c.last.Store(true) // before looking at aborted: see abort
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c.lastCancel = cancel
+	c.last.Store(true) // after lastCancel, before looking at aborted: see abort
 	if c.s.cfg.Last == nil || len(prefix) == 0 || c.aborted.Load() ||
 		bytes.HasPrefix(prefix, h2Preface[:min(len(prefix), len(h2Preface))]) {
 		c.nc.Close()
 		return
 	}
-	c.s.cfg.Last(&prefixConn{Conn: c.nc, prefix: prefix})
+	c.s.cfg.Last(ctx, &prefixConn{Conn: c.nc, prefix: prefix})
 }
 
 // prefixConn is a connection whose first bytes were already read.

@@ -801,14 +801,54 @@ func TestH1ServerShutdown(t *testing.T) {
 				t.Errorf("after Shutdown's deadline: read %q, %v; want the connection closed", b, err)
 			}
 		})
+		t.Run("upload the backend stops taking cut at the deadline", func(t *testing.T) {
+			start := time.Now()
+			release := make(chan struct{})
+			_, p, done := drainWithRequestBegun(t, func(w http.ResponseWriter, r *http.Request) {
+				if r.Method == http.MethodPost {
+					<-release // reading none of the body
+				}
+			}, 300*time.Millisecond)
+			t.Cleanup(func() { close(release) }) // before the backend's cleanup waits for it
+			const size = 256 << 20               // far more than the sockets on the way buffer
+			p.send("Content-Length: " + strconv.Itoa(size) + "\r\n\r\n")
+			go func() {
+				chunk := make([]byte, 1<<20)
+				for range size / len(chunk) {
+					if _, err := p.c.Write(chunk); err != nil {
+						return // closed by the proxy, or by the test's cleanup
+					}
+				}
+			}()
+			select {
+			case err := <-done:
+				if !errors.Is(err, context.DeadlineExceeded) {
+					t.Errorf("Shutdown: %v; want %v", err, context.DeadlineExceeded)
+				}
+				if d := time.Since(start); d > 3*time.Second {
+					t.Errorf("Shutdown returned after %v; want soon after its 300ms deadline", d)
+				}
+			case <-time.After(reqTimeout):
+				t.Fatal("Shutdown did not return: the upload stalled at the backend held it")
+			}
+		})
 	})
 }
 
-// bodyDuringDrain starts an H1Server in front of a backend answering with
-// h, begins a POST on a kept connection, starts Shutdown with a deadline
-// of wait and, once the server is draining, sends the rest of the request
-// (a 5-byte body). done receives Shutdown's result.
+// bodyDuringDrain is drainWithRequestBegun, and then sends the rest of the
+// request: a 5-byte body.
 func bodyDuringDrain(t *testing.T, h http.HandlerFunc, wait time.Duration) (e *proxyEnv, p *proxyConn, done chan error) {
+	t.Helper()
+	e, p, done = drainWithRequestBegun(t, h, wait)
+	p.send("Content-Length: 5\r\n\r\nhello")
+	return e, p, done
+}
+
+// drainWithRequestBegun starts an H1Server in front of a backend answering
+// with h, begins a POST on a kept connection (its request line and Host),
+// and returns once Shutdown, with a deadline of wait, is draining the
+// server; done receives Shutdown's result.
+func drainWithRequestBegun(t *testing.T, h http.HandlerFunc, wait time.Duration) (e *proxyEnv, p *proxyConn, done chan error) {
 	t.Helper()
 	backend := newBackend(t, h)
 	e = newProxyEnv(t, h1Server)
@@ -835,7 +875,6 @@ func bodyDuringDrain(t *testing.T, h http.HandlerFunc, wait time.Duration) (e *p
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	p.send("Content-Length: 5\r\n\r\nhello")
 	return e, p, done
 }
 

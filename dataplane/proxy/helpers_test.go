@@ -126,9 +126,9 @@ func newProxyEnv(t testing.TB, kind serverKind, opts ...envOption) *proxyEnv {
 		}
 	}
 	e.srv = newServer()
-	h1cfg := proxy.H1Config{Last: func(c net.Conn) {
+	h1cfg := proxy.H1Config{Last: func(ctx context.Context, c net.Conn) {
 		e.lasts.Add(1)
-		connchan.ServeOne(newServer(), h1guard.New(c))
+		connchan.ServeOne(ctx, newServer(), h1guard.New(c))
 	}}
 	for _, o := range opts {
 		o(e.srv, &h1cfg)

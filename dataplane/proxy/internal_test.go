@@ -1,9 +1,13 @@
 package proxy
 
 import (
+	"context"
 	"net/http"
 	"reflect"
 	"testing"
+	"time"
+
+	"github.com/lb-project/lb/dataplane/routing"
 )
 
 func TestNormalizeHost(t *testing.T) {
@@ -119,5 +123,21 @@ func TestRemoveHopByHop(t *testing.T) {
 				t.Errorf("got %v, want %v", tc.in, tc.want)
 			}
 		})
+	}
+}
+
+// TestCloseTunnelsWithNoneOpen checks that CloseTunnels, finding no tunnel
+// open, still marks the handler as going away, so that a tunnel opened
+// later in the drain is sent a close frame at once.
+func TestCloseTunnelsWithNoneOpen(t *testing.T) {
+	h := New(Config{Table: &routing.Current{}})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	h.CloseTunnels(ctx)
+	h.tunnels.mu.Lock()
+	away := h.tunnels.goingAway
+	h.tunnels.mu.Unlock()
+	if !away {
+		t.Error("after CloseTunnels with none open, a tunnel opened next would be left open")
 	}
 }

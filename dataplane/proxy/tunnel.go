@@ -394,9 +394,14 @@ func (h *Handler) OpenTunnels() int {
 // by themselves until ctx is done; then each side of each tunnel is sent a
 // close frame with code 1001 (going away) between two frames, the peers get
 // a short grace to answer, and what is still open is cut. Tunnels opened
-// meanwhile are closed the same way. It returns when no tunnel is left.
+// meanwhile are closed the same way, and one opened after it returns (the
+// servers still answer requests in flight) is sent the close frame at
+// once. It returns when no tunnel is left.
 func (h *Handler) CloseTunnels(ctx context.Context) {
 	if h.tunnels.waitEmpty(ctx) {
+		h.tunnels.mu.Lock()
+		h.tunnels.goingAway = true
+		h.tunnels.mu.Unlock()
 		return
 	}
 	h.tunnels.mu.Lock()
