@@ -89,6 +89,7 @@ func TestH1RefusesMalformed(t *testing.T) {
 		"GET /small HTTP/1.1\r\nno colon\r\n\r\n",
 		"GET /small HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
 		"GET /small HTTP/1.1\r\nX: " + strings.Repeat("a", maxHead) + "\r\n\r\n",
+		"GET /a\nb HTTP/1.1\r\n\r\n",
 	} {
 		got := exchange(t, addr, raw, 1, false)
 		if got[0].StatusCode/100 != 4 || !got[0].Close {
@@ -157,5 +158,30 @@ func TestH1FastPath(t *testing.T) {
 	read(http.MethodGet, 64)
 	if n, fast := s.Requests.Load(), s.fastRequests.Load(); n != 7 || fast != 5 {
 		t.Errorf("%d requests answered, %d from the socket; want 7 and 5 (not the POST nor the GET after it)", n, fast)
+	}
+}
+
+// TestH1BareLFAndPipelinedLarge checks heads with bare LF line ends (the
+// bufio loop's to answer; the fast path must not wait for a CRLF CRLF that
+// never comes) and a pipelined batch of large answers.
+func TestH1BareLFAndPipelinedLarge(t *testing.T) {
+	addr, _ := startH1(t)
+	for _, raw := range []string{
+		"GET /small HTTP/1.1\nHost: x\n\r\n",
+		"GET /small HTTP/1.1\r\nHost: x\n\n",
+	} {
+		if got := exchange(t, addr, raw, 1, false); got[0].StatusCode != http.StatusOK || got[0].ContentLength != 64 {
+			t.Errorf("%q: status %d, %d body bytes; want 200, 64", raw, got[0].StatusCode, got[0].ContentLength)
+		}
+	}
+	got := exchange(t, addr, strings.Repeat("GET /large HTTP/1.1\r\nHost: x\r\n\r\n", 20)+"GET /small HTTP/1.1\r\nHost: x\r\n\r\n", 21, false)
+	for i, r := range got {
+		want := int64(64 << 10)
+		if i == 20 {
+			want = 64
+		}
+		if r.StatusCode != http.StatusOK || r.ContentLength != want {
+			t.Errorf("response %d: status %d, %d body bytes; want 200, %d", i+1, r.StatusCode, r.ContentLength, want)
+		}
 	}
 }

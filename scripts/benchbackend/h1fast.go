@@ -116,6 +116,13 @@ func (f *fastConn) answer(fd uintptr) bool {
 			f.out = append(f.out, resp.body...)
 		}
 		f.in = f.in[n:]
+		if len(f.out) >= maxOut && !closing {
+			if !f.write(fd) {
+				f.closed = true
+				return false
+			}
+			f.out = f.out[:0]
+		}
 	}
 	if len(f.out) > 0 && !f.write(fd) {
 		f.closed = true
@@ -124,8 +131,15 @@ func (f *fastConn) answer(fd uintptr) bool {
 	if closing {
 		f.closed = true
 	}
+	if cap(f.out) > 2*maxOut {
+		f.out = make([]byte, 0, 4096) // after a burst of pipelined large answers
+	}
 	return !f.closed && !f.handOver
 }
+
+// maxOut is how much of the answers to a pipelined batch gathers before
+// it is written.
+const maxOut = 64 << 10
 
 // write sends f.out: with one sendto when the socket takes it all; the rest
 // through the connection, which waits for room.
@@ -147,10 +161,21 @@ func (f *fastConn) write(fd uintptr) bool {
 // serve (ok false) is for the bufio loop, which also answers the malformed.
 func (s *h1Server) fastRequest(b []byte) (n int, resp *response, head, closeAfter, ok bool) {
 	end := bytes.Index(b, crlfCRLF)
-	if end < 0 {
-		if bytes.Contains(b, lfLF) || len(b) > 0 && b[0] == '\n' {
-			return 1, nil, false, false, false // bare LFs: the bufio loop's
+	region := b // the head, or what there is of it
+	if end >= 0 {
+		region = b[:end+4]
+	}
+	for i := 0; i < len(region); i++ {
+		j := bytes.IndexByte(region[i:], '\n')
+		if j < 0 {
+			break
 		}
+		i += j
+		if i == 0 || region[i-1] != '\r' {
+			return max(end+4, 1), nil, false, false, false // a bare LF: the bufio loop's
+		}
+	}
+	if end < 0 {
 		return 0, nil, false, false, false
 	}
 	n = end + 4
@@ -208,5 +233,4 @@ func (s *h1Server) fastRequest(b []byte) (n int, resp *response, head, closeAfte
 var (
 	crlf     = []byte("\r\n")
 	crlfCRLF = []byte("\r\n\r\n")
-	lfLF     = []byte("\n\n")
 )
