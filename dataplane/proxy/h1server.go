@@ -256,11 +256,10 @@ type h1conn struct {
 	upstream *upstream.H1Conn // the connection a response is awaited on
 	gone     bool             // the client closed (or half-closed) meanwhile
 
-	work    *h1work          // nil while idle
-	buf     *[h1BufSize]byte // work's buffer, which holds in
-	in      []byte           // bytes read and not yet consumed
-	scanned int              // bytes of in searched for the end of a head
-	served  int              // requests served on this connection
+	work    *h1work // nil while idle; its buffer holds in
+	in      []byte  // bytes read and not yet consumed
+	scanned int     // bytes of in searched for the end of a head
+	served  int     // requests served on this connection
 }
 
 func newH1Conn(s *H1Server, nc net.Conn) *h1conn {
@@ -422,7 +421,7 @@ func (c *h1conn) consume(n int) {
 func (c *h1conn) release() {
 	if c.work != nil && len(c.in) == 0 {
 		h1Works.Put(c.work)
-		c.work, c.buf, c.in = nil, nil, nil
+		c.work, c.in = nil, nil
 	}
 }
 
@@ -678,8 +677,8 @@ func (c *h1conn) setReadDeadline() error {
 // compact moves pipelined bytes after a served request to the front of the
 // buffer, so that a read can append to them.
 func (c *h1conn) compact() {
-	if c.buf != nil && len(c.in) > 0 && &c.in[0] != &c.buf[0] {
-		c.in = c.buf[:copy(c.buf[:], c.in)]
+	if c.work != nil && len(c.in) > 0 && &c.in[0] != &c.work.buf[0] {
+		c.in = c.work.buf[:copy(c.work.buf[:], c.in)]
 		c.scanned = 0
 	}
 }
@@ -688,8 +687,7 @@ func (c *h1conn) compact() {
 func (c *h1conn) take() {
 	if c.work == nil {
 		c.work = h1Works.Get().(*h1work)
-		c.buf = &c.work.buf
-		c.in = c.buf[:0]
+		c.in = c.work.buf[:0]
 	}
 }
 
